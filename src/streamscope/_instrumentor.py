@@ -1,0 +1,90 @@
+"""`StreamscopeInstrumentor` and the `instrument()`/`uninstrument()` facade."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from typing import Any, overload
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from pydantic_ai.models import Model, infer_model
+
+from ._model import StreamscopeModel, find_streamscope_model
+from ._options import build_options
+from ._patching import ProcessPatches, set_current
+from ._telemetry import build_telemetry
+
+_INSTRUMENTS = ("pydantic-ai-slim >= 2.0, < 3",)
+
+
+class StreamscopeInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedBaseClass]
+    """OpenTelemetry instrumentor for every Pydantic AI stream in the process.
+
+    `StreamscopeInstrumentor().instrument(**options)` patches every model's `request_stream`, the
+    `StreamedResponse.__aiter__` base (a safety net for streams opened elsewhere) and every
+    `check_allow_model_requests` call site; `uninstrument()` restores the original objects. It is
+    registered under the `opentelemetry_instrumentor` entry point, so `opentelemetry-instrument` finds it.
+    """
+
+    _patches: ProcessPatches | None = None
+    _lock = threading.Lock()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _INSTRUMENTS
+
+    def _instrument(self, **kwargs: Any) -> None:
+        telemetry = build_telemetry(build_options(**kwargs))
+        with self._lock:
+            patches = ProcessPatches(telemetry)
+            set_current(patches)
+            patches.install()
+            type(self)._patches = patches
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        with self._lock:
+            patches = type(self)._patches
+            set_current(None)
+            if patches is not None:
+                patches.remove()
+            type(self)._patches = None
+
+
+@overload
+def instrument(model: None = None, /, **options: Any) -> None: ...
+@overload
+def instrument(model: Model | str, /, **options: Any) -> Model: ...
+def instrument(model: Model | str | None = None, /, **options: Any) -> Model | None:
+    """Instrument one model, or every Pydantic AI stream in the process.
+
+    With a model (a `Model` instance or a name such as ``"openai:gpt-4o"``), return a `StreamscopeModel`
+    wrapping it: each stream it opens is one span with a span event per stream event, usage-delta and
+    GenAI metrics. A model already instrumented is returned as it is. Without a model, instrument every
+    model in the process (see `StreamscopeInstrumentor`); calling it again is a no-op until `uninstrument()`.
+
+    Options (invalid ones raise `TypeError`/`ValueError` here):
+        tracer_provider, meter_provider, logger_provider: where telemetry goes (default: the global ones).
+        capture_content: put stream content on span events (default: from
+            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, which is off unless it says
+            ``SPAN_ONLY`` or ``SPAN_AND_EVENT``).
+        max_content_length: captured content is truncated to this many characters (default 1024).
+        redact: a ``str -> str`` hook applied to captured content before truncation.
+        span_events: ``"all"`` (one span event per stream event, default), ``"coalesce"`` (one event per
+            run of deltas of a part) or ``"none"``. Counts per kind are always on the span.
+        usage_flush_interval: at most how often, in seconds, usage growth is recorded while streaming
+            (default 0.05; 0 records every change). All growth is recorded when the stream ends.
+    """
+    if model is None:
+        StreamscopeInstrumentor().instrument(**options)
+        return None
+    if not isinstance(model, Model | str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"instrument() takes a Pydantic AI Model or a model name, got {model!r}")
+    resolved = infer_model(model)
+    if find_streamscope_model(resolved) is not None:
+        build_options(**options)  # still report bad options
+        return resolved
+    return StreamscopeModel(resolved, build_telemetry(build_options(**options)))
+
+
+def uninstrument() -> None:
+    """Undo `instrument()` without a model: restore every patched attribute. Wrapped models stay wrapped."""
+    StreamscopeInstrumentor().uninstrument()

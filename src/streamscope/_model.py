@@ -1,0 +1,57 @@
+"""`StreamscopeModel`: the composition path, a `WrapperModel` whose every stream is instrumented."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.wrapper import WrapperModel
+from pydantic_ai.settings import ModelSettings
+
+from ._stream import instrumented_request_stream
+from ._telemetry import Telemetry
+
+
+@dataclass(init=False)
+class StreamscopeModel(WrapperModel):
+    """Wraps a Pydantic AI model so that every stream it opens is one instrumented span.
+
+    Build it with `streamscope.instrument(model)`; everything but `request_stream` is the wrapped model's.
+    """
+
+    telemetry: Telemetry
+
+    def __init__(self, wrapped: Model | str, telemetry: Telemetry) -> None:
+        super().__init__(wrapped)  # pyright: ignore[reportArgumentType]  # a model name is resolved by infer_model
+        self.telemetry = telemetry
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: Any = None,
+    ) -> AsyncIterator[StreamedResponse]:
+        async with instrumented_request_stream(
+            self.telemetry,
+            self.wrapped,
+            lambda: self.wrapped.request_stream(messages, model_settings, model_request_parameters, run_context),
+        ) as stream:
+            yield stream
+
+
+def find_streamscope_model(model: Model) -> StreamscopeModel | None:
+    """The `StreamscopeModel` in `model`'s chain of wrappers, if any."""
+    seen: set[int] = set()
+    current: Any = model
+    while isinstance(current, Model) and id(current) not in seen:
+        if isinstance(current, StreamscopeModel):
+            return current
+        seen.add(id(current))
+        current = getattr(current, "wrapped", None)
+    return None

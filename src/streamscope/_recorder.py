@@ -1,0 +1,309 @@
+"""Per-stream telemetry state: the span, timings, event accounting, usage deltas and the finish-once end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import anyio
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from . import _names as n
+from ._events import Attributes, add_content, describe, event_kind
+from ._safety import never_raises, report_internal_error
+from ._telemetry import Telemetry
+
+_DEFAULT_SPAN_EVENT_LIMIT = 128
+# Room left on the span for events streamscope adds besides stream events (the recorded exception).
+_RESERVED_SPAN_EVENTS = 2
+_PYDANTIC_AI_SCOPE = "pydantic-ai"
+
+Timed = tuple[int, Any]  # (perf_counter_ns, event)
+_CANCELLABLE_ENDS = frozenset({n.END_EXHAUSTED, n.END_CONSUMER_CLOSED, n.END_NEVER_ITERATED})
+
+
+def error_type(error: BaseException) -> str:
+    """`error.type` value: the exception's fully qualified class name (builtins unqualified)."""
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _cancelled_exception_types() -> tuple[type[BaseException], ...]:
+    try:
+        return (asyncio.CancelledError, anyio.get_cancelled_exc_class())
+    except Exception:  # no async backend running (e.g. finishing from a finaliser)
+        return (asyncio.CancelledError,)
+
+
+def _span_event_limit(span: Span) -> int:
+    limits = getattr(span, "_limits", None)  # the SDK span's SpanLimits; other spans get the default
+    max_events = getattr(limits, "max_events", None)
+    return max_events if isinstance(max_events, int) and max_events >= 0 else _DEFAULT_SPAN_EVENT_LIMIT
+
+
+def under_pydantic_ai_span(span: Span) -> bool:
+    """Whether `span` is Pydantic AI's own model-request span, which already records token and TTFC metrics."""
+    scope = getattr(span, "instrumentation_scope", None)
+    return getattr(scope, "name", None) == _PYDANTIC_AI_SCOPE and span.is_recording()
+
+
+class StreamRecorder:
+    """Collects what one stream does and reports it exactly once, however the stream ends.
+
+    The hot path (`_stream.py`) only appends `(time, event)` pairs and counts event types; everything else
+    happens here when the stream finishes.
+    """
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        stream: Any,
+        span: Span,
+        metric_attributes: Attributes,
+        start_ns: int,
+        start_wall_ns: int,
+        pydantic_parent: bool,
+    ) -> None:
+        self.telemetry = telemetry
+        self.stream = stream
+        self.span = span
+        self.metric_attributes = metric_attributes
+        self.start_ns = start_ns
+        self.start_wall_ns = start_wall_ns
+        self.pydantic_parent = pydantic_parent
+        self.finished = False
+        self.iterated = False
+        self.iterator: Any = None  # the instrumented iterator, once handed out
+        self.coalesce_trimmed = False
+        self.first_ns = 0
+        self.last_ns = 0
+        self.counts: dict[type[Any], int] = {}
+        mode = telemetry.options.span_events
+        capacity = 0 if mode == "none" else max(_span_event_limit(span) - _RESERVED_SPAN_EVENTS, 0)
+        self.head_capacity = (capacity + 1) // 2
+        self.head: list[Timed] = []
+        self.tail: deque[Timed] = deque(maxlen=capacity - self.head_capacity)
+        # Coalesce mode: each kept entry is (start_ns, event, count, last_ns, content_length).
+        self.runs: list[tuple[int, Any, int, int, int]] = []
+        self.usage_reported: dict[str, int] = {}
+        self.usage_interval_ns = int(telemetry.options.usage_flush_interval * 1e9)
+        telemetry.streams_active.add(1, metric_attributes)
+
+    # --- while streaming -------------------------------------------------------------------------
+    @never_raises("reading usage", None)
+    def flush_usage(self) -> None:
+        """Record growth of the stream's usage since the last flush as counter deltas."""
+        usage = _read_usage(self.stream)
+        if usage is None:
+            return
+        reported = self.usage_reported
+        attributes = self.metric_attributes
+        for field, counter in self.telemetry.usage_counters:
+            value = getattr(usage, field, 0) or 0
+            delta = value - reported.get(field, 0)
+            if delta > 0:
+                counter.add(delta, attributes)
+                reported[field] = value
+
+    # --- the end -----------------------------------------------------------------------------------
+    def finish(self, end_reason: str, error: BaseException | None = None) -> None:
+        """End the span and record the stream's metrics; only the first call does anything."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self._finish(end_reason, error)
+        except Exception:
+            report_internal_error("finishing a stream span")
+            try:
+                if self.span.is_recording():
+                    self.span.end()
+            except Exception:
+                report_internal_error("ending a stream span")
+
+    def finish_from_exception(self, error: BaseException, *, closed_by_consumer: bool = False) -> None:
+        """Finish after `error` ended the stream: task cancellation, consumer close, or a failure."""
+        if isinstance(error, GeneratorExit) or closed_by_consumer:
+            self.finish(n.END_CONSUMER_CLOSED)
+        elif isinstance(error, _cancelled_exception_types()):
+            self.finish(n.END_TASK_CANCELLED)
+        else:
+            self.finish(n.END_ERROR, error)
+
+    def _finish(self, end_reason: str, error: BaseException | None) -> None:
+        end_ns = time.perf_counter_ns()
+        telemetry = self.telemetry
+        span = self.span
+        self.flush_usage()
+        response = _safe_get(self.stream)
+        state = getattr(response, "state", None)
+        if error is not None:
+            outcome = n.OUTCOME_ERROR
+        elif end_reason == n.END_TASK_CANCELLED or _cancelled(self.stream):
+            outcome = n.OUTCOME_INTERRUPTED
+        elif state in (n.OUTCOME_COMPLETE, n.OUTCOME_INCOMPLETE, n.OUTCOME_INTERRUPTED, n.OUTCOME_SUSPENDED):
+            outcome = state
+        else:
+            outcome = n.OUTCOME_COMPLETE if end_reason == n.END_EXHAUSTED else n.OUTCOME_INCOMPLETE
+        if end_reason in _CANCELLABLE_ENDS and _cancelled(self.stream):
+            end_reason = n.END_CANCEL_CALLED
+
+        kind_counts = {event_kind(cls): count for cls, count in self.counts.items()}
+        total = sum(kind_counts.values())
+        usage = getattr(response, "usage", None) if response is not None else _read_usage(self.stream)
+        attributes: Attributes = {
+            n.STREAM_OUTCOME: outcome,
+            n.STREAM_END_REASON: end_reason,
+            n.STREAM_EVENTS_TOTAL: total,
+            n.STREAM_SPAN_EVENT_MODE: telemetry.options.span_events,
+        }
+        if self.first_ns:
+            attributes[n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (self.first_ns - self.start_ns) / 1e9
+        if response is not None:
+            if model_name := getattr(response, "model_name", None):
+                attributes[n.GEN_AI_RESPONSE_MODEL] = model_name
+            if response_id := getattr(response, "provider_response_id", None):
+                attributes[n.GEN_AI_RESPONSE_ID] = response_id
+            if finish_reason := getattr(response, "finish_reason", None):
+                attributes[n.GEN_AI_RESPONSE_FINISH_REASONS] = (str(finish_reason),)
+        if usage is not None:
+            for field, _, attribute in n.USAGE_FIELDS:
+                value = getattr(usage, field, None)
+                if isinstance(value, int) and (value or field in ("input_tokens", "output_tokens")):
+                    attributes[attribute] = value
+        if error is not None:
+            attributes[n.ERROR_TYPE] = error_type(error)
+
+        if span.is_recording():
+            emitted, coalesced = self._materialise_span_events()
+            for kind, count in kind_counts.items():
+                attributes[n.STREAM_EVENTS_EMITTED_PREFIX + kind] = emitted.get(kind, 0)
+                if coalesced.get(kind):
+                    attributes[n.STREAM_EVENTS_COALESCED_PREFIX + kind] = coalesced[kind]
+                dropped = count - emitted.get(kind, 0) - coalesced.get(kind, 0)
+                if dropped:
+                    attributes[n.STREAM_EVENTS_DROPPED_PREFIX + kind] = dropped
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            span.set_attributes(attributes)
+            sdk_dropped = getattr(span, "dropped_events", 0)
+            if isinstance(sdk_dropped, int) and sdk_dropped:
+                span.set_attribute(n.STREAM_EVENTS_SDK_DROPPED, sdk_dropped)
+        span.end(end_time=self.start_wall_ns + (end_ns - self.start_ns))
+        self._record_metrics(end_ns, outcome, error, usage, kind_counts)
+
+    def _record_metrics(
+        self,
+        end_ns: int,
+        outcome: str,
+        error: BaseException | None,
+        usage: Any,
+        kind_counts: dict[str, int],
+    ) -> None:
+        telemetry = self.telemetry
+        base = self.metric_attributes
+        telemetry.streams_active.add(-1, base)
+        telemetry.streams_finished.add(1, {**base, n.STREAM_OUTCOME: outcome})
+        for kind, count in kind_counts.items():
+            telemetry.stream_events.add(count, {**base, n.EVENT_KIND: kind})
+        duration_attributes = {**base, n.ERROR_TYPE: error_type(error)} if error is not None else base
+        telemetry.operation_duration.record((end_ns - self.start_ns) / 1e9, duration_attributes)
+        if self.first_ns and self.last_ns > self.first_ns:
+            chunks_after_first = sum(kind_counts.values()) - 1
+            telemetry.time_per_output_chunk.record((self.last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
+        if self.pydantic_parent:
+            return  # Pydantic AI's own span records token usage and time to first chunk: don't count twice.
+        if self.first_ns:
+            telemetry.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, base)
+        if usage is not None:
+            for token_type, field in (
+                (n.TOKEN_TYPE_INPUT, "input_tokens"),
+                (n.TOKEN_TYPE_OUTPUT, "output_tokens"),
+            ):
+                value = getattr(usage, field, 0)
+                if isinstance(value, int) and value > 0:
+                    telemetry.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type})
+
+    def _materialise_span_events(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""
+        emitted: dict[str, int] = {}
+        coalesced: dict[str, int] = {}
+        options = self.telemetry.options
+        if options.span_events == "coalesce":
+            kept = self.runs[: self.head_capacity]
+            tail_room = self.tail.maxlen or 0
+            if len(self.runs) > self.head_capacity and tail_room:
+                kept += self.runs[max(self.head_capacity, len(self.runs) - tail_room) :]
+            for start_ns, event, count, last_ns, length in kept:
+                kind = event_kind(type(event))
+                if count == 1:
+                    self._add_span_event(start_ns, event, None)
+                    emitted[kind] = emitted.get(kind, 0) + 1
+                else:
+                    self._add_span_event(start_ns, event, (count, last_ns, length))
+                    coalesced[kind] = coalesced.get(kind, 0) + count
+        else:
+            for start_ns, event in self.head:
+                self._add_span_event(start_ns, event, None)
+                kind = event_kind(type(event))
+                emitted[kind] = emitted.get(kind, 0) + 1
+            for start_ns, event in self.tail:
+                self._add_span_event(start_ns, event, None)
+                kind = event_kind(type(event))
+                emitted[kind] = emitted.get(kind, 0) + 1
+        return emitted, coalesced
+
+    def _add_span_event(self, at_ns: int, event: Any, run: tuple[int, int, int] | None) -> None:
+        kind = event_kind(type(event))
+        attributes = describe(event)
+        attributes[n.EVENT_KIND] = kind
+        attributes[n.EVENT_OFFSET_S] = (at_ns - self.start_ns) / 1e9
+        if run is None:
+            add_content(attributes, event, self.telemetry.options)
+            name = n.STREAM_EVENT_PREFIX + kind
+        else:
+            count, last_ns, length = run
+            attributes.pop(n.EVENT_TOOL_NAME, None)
+            attributes[n.EVENT_COALESCED_COUNT] = count
+            attributes[n.EVENT_LAST_OFFSET_S] = (last_ns - self.start_ns) / 1e9
+            attributes[n.EVENT_CONTENT_LENGTH] = length
+            name = n.STREAM_DELTAS_EVENT
+        self.span.add_event(name, attributes, timestamp=self.start_wall_ns + (at_ns - self.start_ns))
+
+
+def _cancelled(stream: Any) -> bool:
+    try:
+        return bool(getattr(stream, "cancelled", False))
+    except Exception:
+        return False
+
+
+def _safe_get(stream: Any) -> Any:
+    try:
+        return stream.get()
+    except Exception:
+        report_internal_error("building the response with get()")
+        return None
+
+
+def _read_usage(stream: Any) -> Any:
+    """The stream's usage: a property in Pydantic AI 2.x, a method `usage()` in older releases."""
+    usage = getattr(stream, "usage", None)
+    return usage() if callable(usage) else usage
+
+
+def start_stream_span(
+    telemetry: Telemetry, request_model: str | None, attributes: Attributes, start_wall_ns: int
+) -> Span:
+    """Start the CLIENT span of one stream, a child of the current span."""
+    name = f"{n.OPERATION_CHAT} {request_model}" if request_model else n.OPERATION_CHAT
+    return telemetry.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_wall_ns)
+
+
+def current_span() -> Span:
+    """The span current where the stream is being opened."""
+    return trace.get_current_span()

@@ -1,0 +1,332 @@
+"""The instrumented stream: the per-event hot path, the stream proxy and the open/close lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+from urllib.parse import urlsplit
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from . import _names as n
+from ._events import Attributes, content_of
+from ._recorder import StreamRecorder, current_span, start_stream_span, under_pydantic_ai_span
+from ._safety import report_internal_error
+from ._telemetry import Telemetry
+
+RECORDER_ATTRIBUTE = "_streamscope_recorder"
+"""Set on a stream that streamscope instruments, so no other layer instruments it a second time."""
+
+# True while streamscope is opening a stream: a `request_stream` nested inside it (a wrapper model calling
+# the model it wraps) is then not instrumented again.
+_opening: ContextVar[bool] = ContextVar("streamscope_opening", default=False)
+
+
+async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
+    """Yield `source`'s events, keeping the first and last ones (with their time) for span events."""
+    clock = time.perf_counter_ns
+    counts = recorder.counts
+    head = recorder.head
+    head_capacity = recorder.head_capacity
+    tail = recorder.tail
+    tail_open = (tail.maxlen or 0) > 0
+    stream = recorder.stream
+    track_usage = hasattr(stream, "_usage")
+    usage_seen = stream._usage if track_usage else None
+    usage_dirty = False
+    interval = recorder.usage_interval_ns
+    next_flush = 0
+    now = 0
+    recorder.iterated = True
+    try:
+        async for event in source:
+            now = clock()
+            if not recorder.first_ns:
+                recorder.first_ns = now
+            cls = type(event)
+            counts[cls] = counts.get(cls, 0) + 1
+            if len(head) < head_capacity:
+                head.append((now, event))
+            elif tail_open:
+                tail.append((now, event))
+            if track_usage:
+                usage = stream._usage
+                if usage is not usage_seen:
+                    usage_seen = usage
+                    usage_dirty = True
+                if usage_dirty and now >= next_flush:
+                    usage_dirty = False
+                    next_flush = now + interval
+                    recorder.flush_usage()
+            yield event
+    except BaseException as error:
+        recorder.last_ns = now
+        recorder.finish_from_exception(error)
+        if isinstance(error, GeneratorExit):
+            await _close(source)
+        raise
+    recorder.last_ns = now
+    recorder.finish(n.END_EXHAUSTED)
+
+
+async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
+    """Yield `source`'s events, folding each run of consecutive deltas of one part into one entry."""
+    clock = time.perf_counter_ns
+    counts = recorder.counts
+    runs = recorder.runs
+    keep_limit = recorder.head_capacity + (recorder.tail.maxlen or 0)
+    stream = recorder.stream
+    track_usage = hasattr(stream, "_usage")
+    usage_seen = stream._usage if track_usage else None
+    interval = recorder.usage_interval_ns
+    next_flush = 0
+    now = 0
+    run_index: int | None = None  # part index of the open run of deltas, if any
+    recorder.iterated = True
+    try:
+        async for event in source:
+            now = clock()
+            if not recorder.first_ns:
+                recorder.first_ns = now
+            cls = type(event)
+            counts[cls] = counts.get(cls, 0) + 1
+            delta = getattr(event, "delta", None)
+            text = content_of(event) if delta is not None else None
+            length = len(text) if text is not None else 0
+            if delta is not None and run_index == event.index and runs:
+                start, first, count, _, total = runs[-1]
+                runs[-1] = (start, first, count + 1, now, total + length)
+            else:
+                run_index = event.index if delta is not None else None
+                runs.append((now, event, 1, now, length))
+                if len(runs) > keep_limit * 2:
+                    # Keep memory flat: drop the middle runs the span could not hold anyway.
+                    del runs[recorder.head_capacity : len(runs) - keep_limit]
+                    recorder.coalesce_trimmed = True
+            if track_usage:
+                usage = stream._usage
+                if usage is not usage_seen and now >= next_flush:
+                    usage_seen = usage
+                    next_flush = now + interval
+                    recorder.flush_usage()
+            yield event
+    except BaseException as error:
+        recorder.last_ns = now
+        recorder.finish_from_exception(error)
+        if isinstance(error, GeneratorExit):
+            await _close(source)
+        raise
+    recorder.last_ns = now
+    recorder.finish(n.END_EXHAUSTED)
+
+
+async def _close(source: AsyncIterator[Any]) -> None:
+    """Propagate the consumer's `aclose()` to the wrapped iterator, as it would reach it uninstrumented."""
+    aclose: Callable[[], Any] | None = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def instrument_iterator(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
+    """Wrap the stream's event iterator in the hot loop for the recorder's span-event mode."""
+    if recorder.telemetry.options.span_events == "coalesce":
+        return _iterate_coalescing(source, recorder)
+    return _iterate_all(source, recorder)
+
+
+def mark_instrumented(stream: Any, recorder: StreamRecorder) -> None:
+    """Mark `stream` as instrumented by `recorder` (so the class-level safety net leaves it alone)."""
+    # A stream without a __dict__ cannot be marked; nothing else can claim it either.
+    with contextlib.suppress(AttributeError, TypeError):
+        stream.__dict__[RECORDER_ATTRIBUTE] = recorder
+
+
+def recorder_of(stream: Any) -> StreamRecorder | None:
+    """The recorder instrumenting `stream`, if any."""
+    try:
+        return stream.__dict__.get(RECORDER_ATTRIBUTE)
+    except AttributeError:
+        return None
+
+
+def hand_out_iterator(stream: Any, recorder: StreamRecorder, iterator: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Wrap `iterator` (what `stream.__aiter__()` returned) once; later calls get the stream's own iterator."""
+    if recorder.iterator is not None:
+        return iterator
+    wrapped = instrument_iterator(iterator, recorder)
+    recorder.iterator = wrapped
+    # `StreamedResponse.__aiter__` hands out the iterator cached in `_event_iterator`: cache ours there so
+    # every later `aiter(stream)` (Pydantic AI's own included) goes through the instrumented one.
+    try:
+        if getattr(stream, "_event_iterator", None) is iterator:
+            stream._event_iterator = wrapped
+    except Exception:
+        report_internal_error("caching the instrumented iterator")
+    return wrapped
+
+
+class InstrumentedStream(wrapt.ObjectProxy):  # pyright: ignore[reportUntypedBaseClass]
+    """A `StreamedResponse` proxy whose iteration is instrumented; everything else passes through.
+
+    It passes `isinstance(x, StreamedResponse)`, and `get()`, `usage`, `cancel()` reach the real stream.
+    """
+
+    _self_recorder: StreamRecorder
+
+    def __init__(self, stream: Any, recorder: StreamRecorder) -> None:
+        super().__init__(stream)
+        self._self_recorder = recorder
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        stream = self.__wrapped__
+        iterator = stream.__aiter__()
+        try:
+            return hand_out_iterator(stream, self._self_recorder, iterator)
+        except Exception:
+            report_internal_error("instrumenting a stream's iterator")
+            return iterator
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+
+def _server_attributes(model: Any) -> Attributes:
+    try:
+        base_url = getattr(model, "base_url", None)
+    except Exception:
+        return {}
+    if not isinstance(base_url, str) or not base_url:
+        return {}
+    parts = urlsplit(base_url)
+    attributes: Attributes = {}
+    if parts.hostname:
+        attributes[n.SERVER_ADDRESS] = parts.hostname
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+        if port:
+            attributes[n.SERVER_PORT] = port
+    return attributes
+
+
+def model_attributes(model: Any) -> tuple[str | None, Attributes, Attributes]:
+    """(request model, span start attributes, metric attributes) for a stream opened on `model`."""
+    request_model = _safe_str(model, "model_name")
+    system = _safe_str(model, "system")
+    provider = n.PROVIDER_NAME_MAP.get(system, system) if system else None
+    common: Attributes = {n.GEN_AI_OPERATION_NAME: n.OPERATION_CHAT}
+    if provider:
+        common[n.GEN_AI_PROVIDER_NAME] = provider
+    if request_model:
+        common[n.GEN_AI_REQUEST_MODEL] = request_model
+    server = _server_attributes(model)
+    metric_attributes: Attributes = {**common}
+    if n.SERVER_ADDRESS in server:
+        metric_attributes[n.SERVER_ADDRESS] = server[n.SERVER_ADDRESS]
+    span_attributes: Attributes = {**common, **server, n.GEN_AI_REQUEST_STREAM: True}
+    return request_model, span_attributes, metric_attributes
+
+
+def _safe_str(obj: Any, attribute: str) -> str | None:
+    try:
+        value = getattr(obj, attribute, None)
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def begin(telemetry: Telemetry, model: Any) -> tuple[Any, int, int, Any, bool]:
+    """Start a stream's span; return (span, start ns, start wall ns, metric attributes, under Pydantic AI)."""
+    start_ns = time.perf_counter_ns()
+    start_wall_ns = time.time_ns()
+    request_model, span_attributes, metric_attributes = model_attributes(model)
+    pydantic_parent = under_pydantic_ai_span(current_span())
+    span = start_stream_span(telemetry, request_model, span_attributes, start_wall_ns)
+    return span, start_ns, start_wall_ns, metric_attributes, pydantic_parent
+
+
+@asynccontextmanager
+async def instrumented_request_stream(
+    telemetry: Telemetry, model: Any, open_stream: Callable[[], AbstractAsyncContextManager[Any]]
+) -> AsyncIterator[Any]:
+    """Open `open_stream()` under a stream span and yield the stream instrumented.
+
+    The span starts before the request is sent (so time to first chunk counts from the request) and is
+    current while it is, so a policy violation or HTTP span lands under it. It ends exactly once: when the
+    iterator ends, fails or is closed, or at the latest when this context exits.
+    """
+    if _opening.get():
+        async with open_stream() as stream:
+            yield stream
+        return
+    try:
+        span, start_ns, start_wall_ns, metric_attributes, pydantic_parent = begin(telemetry, model)
+    except Exception:
+        report_internal_error("starting a stream span")
+        async with open_stream() as stream:
+            yield stream
+        return
+
+    async with AsyncExitStack() as stack:
+        opening = _opening.set(True)
+        attached = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            stream = await stack.enter_async_context(open_stream())
+        except BaseException as error:
+            _fail_open(telemetry, span, start_ns, start_wall_ns, metric_attributes, error)
+            raise
+        finally:
+            otel_context.detach(attached)
+            _opening.reset(opening)
+
+        recorder: StreamRecorder | None = None
+        handed_out: Any = stream
+        try:
+            recorder = StreamRecorder(
+                telemetry, stream, span, metric_attributes, start_ns, start_wall_ns, pydantic_parent
+            )
+            mark_instrumented(stream, recorder)
+            handed_out = InstrumentedStream(stream, recorder)
+        except Exception:
+            report_internal_error("instrumenting an opened stream")
+            if recorder is None:
+                span.end()
+        try:
+            yield handed_out
+        except BaseException as error:
+            if recorder is not None:
+                recorder.finish_from_exception(error)
+            raise
+        if recorder is not None:
+            recorder.finish(n.END_NEVER_ITERATED if not recorder.iterated else n.END_CONSUMER_CLOSED)
+
+
+def _fail_open(
+    telemetry: Telemetry,
+    span: Any,
+    start_ns: int,
+    start_wall_ns: int,
+    metric_attributes: Attributes,
+    error: BaseException,
+) -> None:
+    """Report a stream that failed before it opened (denied, HTTP error, cancelled while connecting)."""
+    try:
+        recorder = StreamRecorder(telemetry, _NoStream(), span, metric_attributes, start_ns, start_wall_ns, False)
+        recorder.finish_from_exception(error)
+    except Exception:
+        report_internal_error("reporting a stream that failed to open")
+
+
+class _NoStream:
+    """Stands in for the stream a failed open never produced."""
+
+    cancelled = False
+
+    def get(self) -> None:
+        return None
+
+    usage = None
