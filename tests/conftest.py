@@ -80,7 +80,7 @@ def sum_value(points: list[tuple[dict[str, Any], Any]], **match: Any) -> int | f
     total: int | float = 0
     for attributes, point in points:
         if all(attributes.get(k) == v for k, v in wanted.items()):
-            total += getattr(point, "value", None) if hasattr(point, "value") else point.sum
+            total += point.value if hasattr(point, "value") else point.sum
     return total
 
 

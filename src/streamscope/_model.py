@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +36,7 @@ class StreamscopeModel(WrapperModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
         run_context: Any = None,
-    ) -> AsyncIterator[StreamedResponse]:
+    ) -> AsyncGenerator[StreamedResponse]:
         async with instrumented_request_stream(
             self.telemetry,
             self.wrapped,
@@ -49,7 +49,7 @@ def find_streamscope_model(model: Model) -> StreamscopeModel | None:
     """The `StreamscopeModel` in `model`'s chain of wrappers, if any."""
     seen: set[int] = set()
     current: Any = model
-    while isinstance(current, Model) and id(current) not in seen:
+    while current is not None and id(current) not in seen:
         if isinstance(current, StreamscopeModel):
             return current
         seen.add(id(current))

@@ -99,8 +99,8 @@ def build_options(**kwargs: Any) -> Options:
     if max_len < 1:
         raise ValueError(f"max_content_length must be at least 1, got {max_len}")
 
-    redact = kwargs.get("redact")
-    if redact is not None and not callable(redact):
+    redact: Redactor | None = kwargs.get("redact")
+    if redact is not None and not callable(redact):  # pyright: ignore[reportUnnecessaryComparison]
         raise TypeError(f"redact must be a callable taking and returning a str, got {redact!r}")
 
     mode = kwargs.get("span_events", "all")

@@ -113,7 +113,8 @@ class ProcessPatches:
             if not self.active:
                 return
             for module in list(sys.modules.values()):
-                if isinstance(module, ModuleType) and module.__name__.startswith("pydantic_ai"):
+                # sys.modules may hold non-module placeholders.
+                if isinstance(module, ModuleType) and module.__name__.startswith("pydantic_ai"):  # pyright: ignore[reportUnnecessaryIsInstance]
                     self._patch_policy_site(module)
             for cls in _subclasses(Model):
                 if "request_stream" in cls.__dict__ and is_leaf_model_class(cls):
@@ -157,7 +158,7 @@ class ProcessPatches:
         try:
             recorder = recorder_of(instance)
             if recorder is None:
-                if is_synthesised_stream_class(type(instance)):
+                if is_synthesised_stream_class(instance.__class__):
                     return iterator
                 recorder = _recorder_for_unopened_stream(self.telemetry, instance)
             return hand_out_iterator(instance, recorder, iterator)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
+import inspect
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -102,7 +102,8 @@ def make_denial_guard(telemetry: Telemetry, is_active: Callable[[], bool]) -> Ca
             if not is_active():
                 raise
             try:
-                record_violation(telemetry, error, sys._getframe(1))
+                frame = inspect.currentframe()
+                record_violation(telemetry, error, frame.f_back if frame is not None else None)
             except Exception:
                 report_internal_error("recording a policy violation")
             raise

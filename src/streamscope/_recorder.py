@@ -80,7 +80,7 @@ class StreamRecorder:
         self.coalesce_trimmed = False
         self.first_ns = 0
         self.last_ns = 0
-        self.counts: dict[type[Any], int] = {}
+        self.counts: dict[Any, int] = {}  # event class -> count
         mode = telemetry.options.span_events
         capacity = 0 if mode == "none" else max(_span_event_limit(span) - _RESERVED_SPAN_EVENTS, 0)
         self.head_capacity = (capacity + 1) // 2
@@ -239,7 +239,7 @@ class StreamRecorder:
             if len(self.runs) > self.head_capacity and tail_room:
                 kept += self.runs[max(self.head_capacity, len(self.runs) - tail_room) :]
             for start_ns, event, count, last_ns, length in kept:
-                kind = event_kind(type(event))
+                kind = event_kind(event.__class__)
                 if count == 1:
                     self._add_span_event(start_ns, event, None)
                     emitted[kind] = emitted.get(kind, 0) + 1
@@ -249,16 +249,16 @@ class StreamRecorder:
         else:
             for start_ns, event in self.head:
                 self._add_span_event(start_ns, event, None)
-                kind = event_kind(type(event))
+                kind = event_kind(event.__class__)
                 emitted[kind] = emitted.get(kind, 0) + 1
             for start_ns, event in self.tail:
                 self._add_span_event(start_ns, event, None)
-                kind = event_kind(type(event))
+                kind = event_kind(event.__class__)
                 emitted[kind] = emitted.get(kind, 0) + 1
         return emitted, coalesced
 
     def _add_span_event(self, at_ns: int, event: Any, run: tuple[int, int, int] | None) -> None:
-        kind = event_kind(type(event))
+        kind = event_kind(event.__class__)
         attributes = describe(event)
         attributes[n.EVENT_KIND] = kind
         attributes[n.EVENT_OFFSET_S] = (at_ns - self.start_ns) / 1e9

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import wrapt
@@ -49,7 +49,7 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
             now = clock()
             if not recorder.first_ns:
                 recorder.first_ns = now
-            cls = type(event)
+            cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
             if len(head) < head_capacity:
                 head.append((now, event))
@@ -94,7 +94,7 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
             now = clock()
             if not recorder.first_ns:
                 recorder.first_ns = now
-            cls = type(event)
+            cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
             delta = getattr(event, "delta", None)
             text = content_of(event) if delta is not None else None
@@ -171,7 +171,13 @@ def hand_out_iterator(stream: Any, recorder: StreamRecorder, iterator: AsyncIter
     return wrapped
 
 
-class InstrumentedStream(wrapt.ObjectProxy):  # pyright: ignore[reportUntypedBaseClass]
+if TYPE_CHECKING:
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy  # not subscriptable at runtime in wrapt 1.x
+
+
+class InstrumentedStream(_Proxy):
     """A `StreamedResponse` proxy whose iteration is instrumented; everything else passes through.
 
     It passes `isinstance(x, StreamedResponse)`, and `get()`, `usage`, `cancel()` reach the real stream.
@@ -252,7 +258,7 @@ def begin(telemetry: Telemetry, model: Any) -> tuple[Any, int, int, Any, bool]:
 @asynccontextmanager
 async def instrumented_request_stream(
     telemetry: Telemetry, model: Any, open_stream: Callable[[], AbstractAsyncContextManager[Any]]
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any]:
     """Open `open_stream()` under a stream span and yield the stream instrumented.
 
     The span starts before the request is sent (so time to first chunk counts from the request) and is

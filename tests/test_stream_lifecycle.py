@@ -1,0 +1,414 @@
+"""One stream, every way it can end: span, span events, metrics — on the real FunctionModel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
+from tests.conftest import Otel, sum_value
+
+import streamscope
+
+pytestmark = pytest.mark.anyio
+
+MESSAGES: list[ModelMessage] = [ModelRequest(parts=[UserPromptPart("Tell me a story")])]
+WORDS = ["Once", " upon", " a", " time"]
+
+
+def text_model(words: list[str] = WORDS, *, delay: float = 0.0, fail_after: int | None = None) -> FunctionModel:
+    async def stream(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
+        for i, word in enumerate(words):
+            if fail_after is not None and i == fail_after:
+                raise ValueError("provider exploded")
+            if delay:
+                await asyncio.sleep(delay)
+            yield word
+
+    return FunctionModel(stream_function=stream, model_name="storyteller")
+
+
+def mixed_model() -> FunctionModel:
+    async def stream(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[Any]:
+        yield {0: DeltaThinkingPart(content="Let me ")}
+        yield {0: DeltaThinkingPart(content="think.")}
+        yield "The answer"
+        yield " is:"
+        yield {2: DeltaToolCall(name="lookup", json_args='{"q": ', tool_call_id="call-1")}
+        yield {2: DeltaToolCall(json_args='"42"}')}
+
+    return FunctionModel(stream_function=stream, model_name="mixed")
+
+
+async def consume(model: Model, *, stop_after: int | None = None) -> list[Any]:
+    events: list[Any] = []
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for event in stream:
+            events.append(event)
+            if stop_after is not None and len(events) >= stop_after:
+                break
+    return events
+
+
+def kinds(span: ReadableSpan) -> list[str]:
+    return [event.name.removeprefix("streamscope.stream.") for event in span.events]
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+async def test_drained_stream_is_one_complete_span(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(), **otel.providers)
+    events = await consume(model)
+
+    span = otel.one_stream_span()
+    assert span.name == "chat storyteller"
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET
+    a = attrs(span)
+    assert {k: a[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")} == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "function",
+        "gen_ai.request.model": "storyteller",
+    }
+    assert a["gen_ai.request.stream"] is True
+    assert a["gen_ai.response.model"] == "storyteller"
+    assert a["streamscope.stream.outcome"] == "complete"
+    assert a["streamscope.stream.end_reason"] == "exhausted"
+    assert a["streamscope.stream.events.total"] == len(events) == 6
+    assert kinds(span) == ["part_start", "final_result", "part_delta", "part_delta", "part_delta", "part_end"]
+    seen = [type(e).__name__ for e in events]
+    assert seen == ["PartStartEvent", "FinalResultEvent", *["PartDeltaEvent"] * 3, "PartEndEvent"]
+    assert a["streamscope.stream.events.emitted.part_delta"] == seen.count("PartDeltaEvent")
+    assert not any(k.startswith("streamscope.stream.events.dropped.") for k in a)
+    assert a["gen_ai.usage.output_tokens"] == 4
+    assert a["gen_ai.usage.input_tokens"] > 0
+    assert 0 < a["gen_ai.response.time_to_first_chunk"] < 5
+    first = span.events[0]
+    assert first.attributes is not None
+    assert first.attributes["streamscope.part.index"] == 0
+    assert first.attributes["streamscope.part.kind"] == "text"
+    assert first.attributes["streamscope.content.length"] == len("Once")
+    assert "streamscope.content" not in first.attributes  # capture is off by default
+    offsets = [e.attributes["streamscope.event.offset_seconds"] for e in span.events if e.attributes]
+    assert offsets == sorted(offsets)
+    assert span.start_time is not None and span.end_time is not None
+    assert all(span.start_time <= e.timestamp <= span.end_time for e in span.events)
+
+    metrics = otel.metrics()
+    base = {"gen_ai__provider__name": "function", "gen_ai__request__model": "storyteller"}
+    assert sum_value(metrics["streamscope.streams.finished"], streamscope__stream__outcome="complete", **base) == 1
+    assert sum_value(metrics["streamscope.streams.active"], **base) == 0
+    assert sum_value(metrics["streamscope.usage.output_tokens"], **base) == 4
+    assert sum_value(metrics["streamscope.usage.input_tokens"], **base) == a["gen_ai.usage.input_tokens"]
+    assert sum_value(metrics["gen_ai.client.token.usage"], gen_ai__token__type="output", **base) == 4
+    assert sum_value(metrics["streamscope.stream.events"], streamscope__event__kind="part_delta", **base) == (
+        seen.count("PartDeltaEvent")
+    )
+    duration = metrics["gen_ai.client.operation.duration"]
+    assert len(duration) == 1 and duration[0][1].count == 1
+    assert "error.type" not in duration[0][0]
+    assert metrics["gen_ai.client.operation.time_to_first_chunk"][0][1].count == 1
+    assert metrics["gen_ai.client.operation.time_per_output_chunk"][0][1].count == 1
+
+
+async def test_instrumented_stream_yields_the_same_events_and_response(otel: Otel) -> None:
+    async def run(model: Model) -> tuple[list[Any], Any]:
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            events = [event async for event in stream]
+            return events, stream.get()
+
+    raw_events, raw_response = await run(mixed_model())
+    events, response = await run(streamscope.instrument(mixed_model(), **otel.providers))
+    assert events == raw_events
+    assert response.parts == raw_response.parts
+    assert response.usage == raw_response.usage
+    assert response.state == raw_response.state == "complete"
+    span = otel.one_stream_span()
+    part_kinds = [e.attributes.get("streamscope.part.kind") for e in span.events if e.name.endswith("part_start")]
+    assert part_kinds == ["thinking", "text", "tool-call"]
+    tool_events = [e for e in span.events if (e.attributes or {}).get("gen_ai.tool.name") == "lookup"]
+    assert tool_events
+
+
+async def test_break_out_ends_span_when_the_context_exits(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            break
+        assert otel.stream_spans() == []  # still open: the consumer may come back
+    span = otel.one_stream_span()
+    a = attrs(span)
+    assert a["streamscope.stream.outcome"] == "incomplete"
+    assert a["streamscope.stream.end_reason"] == "consumer_closed"
+    assert a["streamscope.stream.events.total"] == 1
+    assert sum_value(otel.metrics()["streamscope.streams.active"]) == 0
+
+
+async def test_aclose_ends_span_immediately(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        iterator = aiter(stream)
+        await anext(iterator)
+        await iterator.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+        span = otel.one_stream_span()
+        assert attrs(span)["streamscope.stream.end_reason"] == "consumer_closed"
+        assert stream.get().state == "incomplete"
+    assert len(otel.stream_spans()) == 1
+
+
+async def test_consumer_exception_is_recorded_and_propagates(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(), **otel.providers)
+    with pytest.raises(KeyError, match="consumer bug"):
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                raise KeyError("consumer bug")
+    span = otel.one_stream_span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert attrs(span)["error.type"] == "KeyError"
+    assert attrs(span)["streamscope.stream.outcome"] == "error"
+    assert [e.name for e in span.events][-1] == "exception"
+
+
+async def test_provider_error_fails_the_span_and_reraises_unchanged(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(fail_after=2), **otel.providers)
+    seen: list[Any] = []
+    with pytest.raises(ValueError, match="provider exploded") as raised:
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            async for event in stream:
+                seen.append(event)
+    assert type(raised.value) is ValueError
+    span = otel.one_stream_span()
+    a = attrs(span)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "ValueError: provider exploded"
+    assert a["error.type"] == "ValueError"
+    assert a["streamscope.stream.outcome"] == "error"
+    assert a["streamscope.stream.end_reason"] == "error"
+    assert a["streamscope.stream.events.total"] == len(seen)
+    exception_events = [e for e in span.events if e.name == "exception"]
+    assert len(exception_events) == 1
+    assert exception_events[0].attributes is not None
+    assert exception_events[0].attributes["exception.message"] == "provider exploded"
+    metrics = otel.metrics()
+    assert sum_value(metrics["streamscope.streams.finished"], streamscope__stream__outcome="error") == 1
+    durations = metrics["gen_ai.client.operation.duration"]
+    assert [p[0].get("error.type") for p in durations] == ["ValueError"]
+
+
+async def test_cancel_marks_the_stream_interrupted(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            await stream.cancel()
+            break
+        assert stream.cancelled
+    span = otel.one_stream_span()
+    assert attrs(span)["streamscope.stream.outcome"] == "interrupted"
+    assert attrs(span)["streamscope.stream.end_reason"] == "cancel_called"
+    assert sum_value(otel.metrics()["streamscope.streams.finished"], streamscope__stream__outcome="interrupted") == 1
+
+
+async def test_task_cancellation_ends_the_span_once(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(["a"] * 50, delay=0.01), **otel.providers)
+    seen = 0
+    with anyio.move_on_after(0.1) as scope:
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                seen += 1
+    assert scope.cancelled_caught
+    span = otel.one_stream_span()
+    a = attrs(span)
+    assert a["streamscope.stream.end_reason"] == "task_cancelled"
+    assert a["streamscope.stream.outcome"] == "interrupted"
+    assert span.status.status_code is StatusCode.UNSET
+    assert a["streamscope.stream.events.total"] in (seen, seen + 1)
+
+
+async def test_asyncio_task_cancel(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(["a"] * 50, delay=0.01), **otel.providers)
+    started = asyncio.Event()
+
+    async def consumer() -> None:
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                started.set()
+
+    task = asyncio.create_task(consumer())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert attrs(otel.one_stream_span())["streamscope.stream.end_reason"] == "task_cancelled"
+
+
+async def test_never_iterated_stream_still_ends(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()):
+        pass
+    span = otel.one_stream_span()
+    a = attrs(span)
+    assert a["streamscope.stream.end_reason"] == "never_iterated"
+    assert a["streamscope.stream.outcome"] == "incomplete"
+    assert a["streamscope.stream.events.total"] == 0
+    assert "gen_ai.response.time_to_first_chunk" not in a
+    assert "gen_ai.client.operation.time_to_first_chunk" not in otel.metrics()
+
+
+class CountingProcessor(SpanProcessor):
+    def __init__(self) -> None:
+        self.ended: dict[int, int] = {}
+
+    def on_end(self, span: ReadableSpan) -> None:
+        assert span.context is not None
+        self.ended[span.context.span_id] = self.ended.get(span.context.span_id, 0) + 1
+
+
+@pytest.mark.parametrize("ending", ["drain", "break", "error", "cancel", "never", "aclose"])
+async def test_every_ending_ends_the_span_exactly_once(otel: Otel, ending: str) -> None:
+    counter = CountingProcessor()
+    otel.tracer_provider.add_span_processor(counter)
+    model = streamscope.instrument(text_model(fail_after=2 if ending == "error" else None), **otel.providers)
+    with pytest.raises(ValueError, match="exploded") if ending == "error" else contextlib.nullcontext():
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            if ending == "never":
+                pass
+            elif ending == "aclose":
+                iterator = aiter(stream)
+                await anext(iterator)
+                await iterator.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+                await iterator.aclose()  # pyright: ignore[reportAttributeAccessIssue]  # closing twice
+            else:
+                async for _ in stream:
+                    if ending == "break":
+                        break
+                    if ending == "cancel":
+                        await stream.cancel()
+                        await stream.cancel()
+    assert list(counter.ended.values()) == [1]
+
+
+async def test_span_event_limit_keeps_first_and_last_and_counts_the_rest() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_events=10))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    model = streamscope.instrument(text_model(["x"] * 100), tracer_provider=provider)
+    events = await consume(model)
+    (span,) = exporter.get_finished_spans()
+    a = attrs(span)
+    assert len(span.events) == 8  # 10 minus 2 reserved for streamscope's own events
+    assert span.dropped_events == 0
+    assert kinds(span)[:2] == ["part_start", "final_result"]
+    assert kinds(span)[-1] == "part_end"
+    total = len(events)
+    dropped = {k.rsplit(".", 1)[1]: v for k, v in a.items() if k.startswith("streamscope.stream.events.dropped.")}
+    emitted = {k.rsplit(".", 1)[1]: v for k, v in a.items() if k.startswith("streamscope.stream.events.emitted.")}
+    assert dropped == {"part_delta": total - 8}
+    assert sum(emitted.values()) == 8
+    assert sum(emitted.values()) + sum(dropped.values()) == total == a["streamscope.stream.events.total"]
+
+
+async def test_coalesce_mode_folds_deltas_into_runs(otel: Otel) -> None:
+    model = streamscope.instrument(mixed_model(), span_events="coalesce", **otel.providers)
+    events = await consume(model)
+    span = otel.one_stream_span()
+    # Each part gets one delta after its start, so every run has one delta: a run of one is an ordinary event.
+    assert sum(1 for e in events if type(e).__name__ == "PartDeltaEvent") == 3
+    assert "streamscope.stream.part_deltas" not in [e.name for e in span.events]
+    assert len(span.events) == len(events)
+    a = attrs(span)
+    assert a["streamscope.stream.events.emitted.part_delta"] == 3
+    assert "streamscope.stream.events.coalesced.part_delta" not in a
+    assert a["streamscope.stream.span_event_mode"] == "coalesce"
+
+
+async def test_coalesce_mode_long_text_is_one_run(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(["ab"] * 60), span_events="coalesce", **otel.providers)
+    await consume(model)
+    span = otel.one_stream_span()
+    runs = [e for e in span.events if e.name == "streamscope.stream.part_deltas"]
+    assert len(runs) == 1
+    assert runs[0].attributes is not None
+    assert runs[0].attributes["streamscope.event.coalesced_count"] == 59
+    assert runs[0].attributes["streamscope.content.length"] == 118
+    assert attrs(span)["streamscope.stream.events.coalesced.part_delta"] == 59
+
+
+async def test_none_mode_records_counts_only(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(), span_events="none", **otel.providers)
+    events = await consume(model)
+    span = otel.one_stream_span()
+    assert span.events == ()
+    a = attrs(span)
+    assert a["streamscope.stream.events.total"] == len(events)
+    assert sum(v for k, v in a.items() if k.startswith("streamscope.stream.events.dropped.")) == len(events)
+
+
+async def test_capture_truncates_and_redacts(otel: Otel) -> None:
+    model = streamscope.instrument(
+        text_model(["secret-token abc", " and more text"]),
+        capture_content=True,
+        max_content_length=8,
+        redact=lambda text: text.replace("secret-token", "[REDACTED]"),
+        **otel.providers,
+    )
+    await consume(model)
+    span = otel.one_stream_span()
+    start = span.events[0].attributes
+    assert start is not None
+    assert start["streamscope.content"] == "[REDACTE"
+    assert start["streamscope.content.truncated"] is True
+    assert start["streamscope.content.length"] == len("secret-token abc")
+    exported = repr([dict(e.attributes or {}) for e in span.events]) + repr(attrs(span))
+    assert "secret-token" not in exported
+
+
+async def test_failing_redaction_hook_drops_content_but_not_the_stream(otel: Otel, internal_errors: list[Any]) -> None:
+    def redact(_text: str) -> str:
+        raise RuntimeError("hook bug")
+
+    model = streamscope.instrument(text_model(), capture_content=True, redact=redact, **otel.providers)
+    events = await consume(model)
+    assert len(events) == 6
+    span = otel.one_stream_span()
+    assert all("streamscope.content" not in (e.attributes or {}) for e in span.events)
+    assert internal_errors
+    assert "redaction hook" in internal_errors[0].getMessage()
+
+
+async def test_usage_deltas_are_recorded_while_the_stream_runs(otel: Otel) -> None:
+    model = streamscope.instrument(text_model(["w"] * 10), usage_flush_interval=0, **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        iterator = aiter(stream)
+        for _ in range(5):
+            await anext(iterator)
+        mid = sum_value(otel.metrics()["streamscope.usage.output_tokens"])
+        assert 0 < mid < 10
+        assert stream.usage.output_tokens == mid
+        async for _ in iterator:
+            pass
+    assert sum_value(otel.metrics()["streamscope.usage.output_tokens"]) == 10
+    assert otel.stream_spans()
+
+
+async def test_unsampled_stream_still_records_metrics(otel: Otel) -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    model = streamscope.instrument(text_model(), tracer_provider=provider, meter_provider=otel.meter_provider)
+    events = await consume(model)
+    assert len(events) == 6
+    metrics = otel.metrics()
+    assert sum_value(metrics["streamscope.streams.finished"]) == 1
+    assert sum_value(metrics["streamscope.usage.output_tokens"]) == 4
