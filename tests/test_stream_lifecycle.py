@@ -16,9 +16,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
-from tests.conftest import Otel, sum_value
 
 import streamscope
+from tests.conftest import Otel, sum_value
 
 pytestmark = pytest.mark.anyio
 
@@ -101,7 +101,7 @@ async def test_drained_stream_is_one_complete_span(otel: Otel) -> None:
     assert first.attributes["streamscope.part.kind"] == "text"
     assert first.attributes["streamscope.content.length"] == len("Once")
     assert "streamscope.content" not in first.attributes  # capture is off by default
-    offsets = [e.attributes["streamscope.event.offset_seconds"] for e in span.events if e.attributes]
+    offsets = [float(str(e.attributes["streamscope.event.offset_seconds"])) for e in span.events if e.attributes]
     assert offsets == sorted(offsets)
     assert span.start_time is not None and span.end_time is not None
     assert all(span.start_time <= e.timestamp <= span.end_time for e in span.events)
@@ -136,7 +136,9 @@ async def test_instrumented_stream_yields_the_same_events_and_response(otel: Ote
     assert response.usage == raw_response.usage
     assert response.state == raw_response.state == "complete"
     span = otel.one_stream_span()
-    part_kinds = [e.attributes.get("streamscope.part.kind") for e in span.events if e.name.endswith("part_start")]
+    part_kinds = [
+        (e.attributes or {}).get("streamscope.part.kind") for e in span.events if e.name.endswith("part_start")
+    ]
     assert part_kinds == ["thinking", "text", "tool-call"]
     tool_events = [e for e in span.events if (e.attributes or {}).get("gen_ai.tool.name") == "lookup"]
     assert tool_events

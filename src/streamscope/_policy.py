@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import inspect
+import logging
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
