@@ -38,6 +38,15 @@ def _cancelled_exception_types() -> tuple[type[BaseException], ...]:
         return (asyncio.CancelledError,)
 
 
+def task_is_cancelling() -> bool:
+    """Whether the running asyncio task is being cancelled (so a close now is the cancellation's doing)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    return task is not None and task.cancelling() > 0
+
+
 def _span_event_limit(span: Span) -> int:
     limits = getattr(span, "_limits", None)  # the SDK span's SpanLimits; other spans get the default
     max_events = getattr(limits, "max_events", None)
@@ -127,7 +136,7 @@ class StreamRecorder:
     def finish_from_exception(self, error: BaseException, *, closed_by_consumer: bool = False) -> None:
         """Finish after `error` ended the stream: task cancellation, consumer close, or a failure."""
         if isinstance(error, GeneratorExit) or closed_by_consumer:
-            self.finish(n.END_CONSUMER_CLOSED)
+            self.finish(n.END_TASK_CANCELLED if task_is_cancelling() else n.END_CONSUMER_CLOSED)
         elif isinstance(error, _cancelled_exception_types()):
             self.finish(n.END_TASK_CANCELLED)
         else:

@@ -16,7 +16,7 @@ from opentelemetry import trace
 
 from . import _names as n
 from ._events import Attributes, content_of
-from ._recorder import StreamRecorder, current_span, start_stream_span, under_pydantic_ai_span
+from ._recorder import StreamRecorder, current_span, start_stream_span, task_is_cancelling, under_pydantic_ai_span
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
@@ -308,7 +308,10 @@ async def instrumented_request_stream(
                 recorder.finish_from_exception(error)
             raise
         if recorder is not None:
-            recorder.finish(n.END_NEVER_ITERATED if not recorder.iterated else n.END_CONSUMER_CLOSED)
+            if task_is_cancelling():
+                recorder.finish(n.END_TASK_CANCELLED)
+            else:
+                recorder.finish(n.END_CONSUMER_CLOSED if recorder.iterated else n.END_NEVER_ITERATED)
 
 
 def _fail_open(
