@@ -261,7 +261,9 @@ class OpenAIStubServer:
         if self._server is None:
             self._stopping.clear()
             self._server = _HTTPServer(self)
-            self._thread = threading.Thread(target=self._server.serve_forever, name="openai-stub", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="openai-stub", daemon=True
+            )
             self._thread.start()
         return self
 

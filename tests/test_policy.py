@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from conftest import Otel, sum_value
-from openai_server import OpenAIStubServer
+from tests.conftest import Otel, sum_value
+from tests.openai_server import OpenAIStubServer
 
 pytestmark = pytest.mark.anyio
 
@@ -191,13 +191,13 @@ def assert_one_stream_denial(
 
 
 @contextlib.contextmanager
-def flag_false(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def flag_false(monkeypatch: pytest.MonkeyPatch) -> Generator[None]:
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
     yield
 
 
 @contextlib.contextmanager
-def overridden_false(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def overridden_false(monkeypatch: pytest.MonkeyPatch) -> Generator[None]:
     with override_allow_model_requests(False):
         yield
 
@@ -545,6 +545,17 @@ _LATE_IMPORT_SCRIPT = textwrap.dedent(
         }
 
 
+    def guarded_modules():
+        return sorted(
+            name
+            for name, module in list(sys.modules.items())
+            if name.startswith("pydantic_ai")
+            and module is not None
+            and module.__dict__.get("check_allow_model_requests", original_check) is not original_check
+        )
+
+
+    out["guarded_while_instrumented"] = guarded_modules()
     out["instrumented_denial"] = asyncio.run(deny())
     out["instrumented"] = snapshot()
 
@@ -552,6 +563,7 @@ _LATE_IMPORT_SCRIPT = textwrap.dedent(
     out["site_restored"] = defining.check_allow_model_requests is original_check
     out["models_restored"] = pydantic_ai.models.check_allow_model_requests is original_check
     out["request_stream_restored"] = OpenAIChatModel.__dict__["request_stream"] is inner_request_stream
+    out["guarded_after_uninstrument"] = guarded_modules()
     out["uninstrumented_denial"] = asyncio.run(deny())
     out["uninstrumented"] = snapshot()
 
@@ -590,6 +602,7 @@ def test_provider_module_imported_after_instrument(tmp_path: Path, server: OpenA
     assert out["loaded_after_instrument"] is False
     assert out["defining_module"] == STREAM_SITE.module
     assert out["site_patched"] is True
+    assert {"pydantic_ai.models", STREAM_SITE.module} <= set(out["guarded_while_instrumented"])
     assert out["internal_errors"] == []
 
     denial = {"type": "RuntimeError", "message": MESSAGE}
@@ -618,6 +631,7 @@ def test_provider_module_imported_after_instrument(tmp_path: Path, server: OpenA
     assert out["site_restored"] is True
     assert out["models_restored"] is True
     assert out["request_stream_restored"] is True
+    assert out["guarded_after_uninstrument"] == []
     assert out["uninstrumented_denial"] == denial
     assert out["uninstrumented"] == recorded
 

@@ -15,6 +15,7 @@ from ._patching import ProcessPatches, set_current
 from ._telemetry import build_telemetry
 
 _INSTRUMENTS = ("pydantic-ai-slim >= 2.0, < 3",)
+_BASE_INSTRUMENTOR_OPTIONS = frozenset({"skip_dep_check", "raise_exception_on_conflict"})
 
 
 class StreamscopeInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedBaseClass]
@@ -74,6 +75,8 @@ def instrument(model: Model | str | None = None, /, **options: Any) -> Model | N
             (default 0.05; 0 records every change). All growth is recorded when the stream ends.
     """
     if model is None:
+        # Validate here too: BaseInstrumentor returns early, without calling _instrument, when already on.
+        build_options(**{k: v for k, v in options.items() if k not in _BASE_INSTRUMENTOR_OPTIONS})
         StreamscopeInstrumentor().instrument(**options)
         return None
     if not isinstance(model, Model | str):  # pyright: ignore[reportUnnecessaryIsInstance]

@@ -1,0 +1,524 @@
+"""The public surface: `__all__`, the entry point, option validation, the capture-content environment variable,
+`instrument(model)` idempotence, and `instrument()`/`uninstrument()` restoring every patched attribute."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import entry_points, requires, version
+from types import ModuleType
+from typing import Any, cast
+
+import pydantic_ai.models
+import pytest
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracerProvider
+from packaging.requirements import Requirement
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.fallback import FallbackModel
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.instrumented import InstrumentedModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.models.wrapper import WrapperModel
+
+import streamscope
+from streamscope import Options, StreamscopeInstrumentor, StreamscopeModel
+from tests.conftest import Otel, sum_value
+
+pytestmark = pytest.mark.anyio
+
+ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+POLICY_FUNCTION = "check_allow_model_requests"
+_MISSING = object()
+
+
+# --- helpers --------------------------------------------------------------------------------------
+async def _hello(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
+    yield "Hello "
+    yield "world"
+
+
+def function_model() -> FunctionModel:
+    return FunctionModel(stream_function=_hello)
+
+
+def messages() -> list[ModelMessage]:
+    return [ModelRequest(parts=[UserPromptPart("hi")])]
+
+
+async def consume_stream(model: Model) -> None:
+    async with model.request_stream(messages(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+
+
+async def run_agent_stream(model: Model) -> str:
+    async with Agent(model).run_stream("hi") as result:
+        return await result.get_output()
+
+
+def content_events(span: ReadableSpan) -> list[dict[str, Any]]:
+    return [dict(e.attributes or {}) for e in span.events if e.name.startswith("streamscope.stream.part_")]
+
+
+def _subclasses(cls: type[Any]) -> list[type[Any]]:
+    seen: list[type[Any]] = []
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        if current not in seen:
+            seen.append(current)
+            pending.extend(current.__subclasses__())
+    return seen
+
+
+Key = tuple[str, Any, str]
+
+
+def snapshot() -> dict[Key, Any]:
+    """What instrument() may patch: each class's own `request_stream`/`__aiter__`, each module's policy check."""
+    state: dict[Key, Any] = {}
+    for cls in _subclasses(Model):
+        state["class", cls, "request_stream"] = cls.__dict__.get("request_stream", _MISSING)
+    for cls in _subclasses(StreamedResponse):
+        state["class", cls, "__aiter__"] = cls.__dict__.get("__aiter__", _MISSING)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("pydantic_ai") and isinstance(module, ModuleType):  # pyright: ignore[reportUnnecessaryIsInstance]
+            state["module", name, POLICY_FUNCTION] = module.__dict__.get(POLICY_FUNCTION, _MISSING)
+    return state
+
+
+def changed(before: dict[Key, Any], after: dict[Key, Any]) -> set[Key]:
+    return {key for key, value in before.items() if after.get(key, _MISSING) is not value}
+
+
+def assert_restored(before: dict[Key, Any]) -> None:
+    after = snapshot()
+    assert set(after) == set(before)
+    assert changed(before, after) == set()
+
+
+def stream_metric_totals(otel: Otel) -> dict[str, Any]:
+    """Everything streamscope's stream metrics hold now (cumulative), to compare before/after."""
+    totals: dict[str, Any] = {}
+    for name, points in otel.metrics().items():
+        if name.startswith(("streamscope.", "gen_ai.")):
+            totals[name] = sorted(
+                (sorted(attrs.items()), getattr(point, "value", None), getattr(point, "count", None))
+                for attrs, point in points
+            )
+    return totals
+
+
+@pytest.fixture
+def process_wide() -> Iterator[None]:
+    """For tests that call instrument()/uninstrument() themselves: never leave the process instrumented."""
+    assert not StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    try:
+        yield
+    finally:
+        if StreamscopeInstrumentor().is_instrumented_by_opentelemetry:
+            streamscope.uninstrument()
+
+
+# --- __all__ and the entry point -----------------------------------------------------------------
+def test_all_is_sorted_complete_and_importable() -> None:
+    names = list(streamscope.__all__)
+    assert names == sorted(names)
+    assert len(set(names)) == len(names)
+    documented = {
+        "Options",
+        "SpanEventMode",
+        "StreamscopeInstrumentor",
+        "StreamscopeModel",
+        "__version__",
+        "instrument",
+        "uninstrument",
+    }
+    assert documented <= set(names)
+
+    public = {
+        name
+        for name, value in vars(streamscope).items()
+        if not name.startswith("_")
+        and not isinstance(value, ModuleType)
+        and type(value).__module__ != "__future__"  # `from __future__ import annotations` binds a name
+    }
+    assert public == {name for name in names if not name.startswith("_")}
+    for name in names:  # nothing private: only dunders such as __version__ may start with an underscore
+        assert not name.startswith("_") or (name.startswith("__") and name.endswith("__")), name
+
+    namespace: dict[str, Any] = {}
+    exec("from streamscope import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(names)
+    module = importlib.import_module("streamscope")
+    for name in names:
+        assert getattr(module, name) is namespace[name]
+    assert streamscope.__version__ == version("streamscope")
+
+
+def test_entry_point_loads_the_instrumentor() -> None:
+    ours = [ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.value.split(":")[0] == "streamscope"]
+    assert len(ours) == 1
+    (entry_point,) = ours
+    assert entry_point.name == "pydantic_ai_streams"
+    assert entry_point.load() is StreamscopeInstrumentor
+    assert entry_point.dist is not None
+    assert entry_point.dist.name == "streamscope"
+    assert issubclass(StreamscopeInstrumentor, BaseInstrumentor)
+    assert StreamscopeInstrumentor() is StreamscopeInstrumentor()
+
+
+def test_instrumentation_dependencies() -> None:
+    dependencies = list(StreamscopeInstrumentor().instrumentation_dependencies())
+    assert len(dependencies) == 1
+    requirement = Requirement(dependencies[0])
+    assert requirement.name == "pydantic-ai-slim"
+    # the same range the package itself requires, and satisfied by what is installed
+    declared = [Requirement(r) for r in requires("streamscope") or []]
+    runtime = [r for r in declared if r.name == "pydantic-ai-slim" and r.marker is None]
+    assert [r.specifier for r in runtime] == [requirement.specifier]
+    assert requirement.specifier.contains(version("pydantic-ai-slim"))
+    assert not requirement.specifier.contains("1.99")
+    assert not requirement.specifier.contains("3.0")
+    assert get_dependency_conflicts(dependencies) is None
+
+
+async def test_entry_point_instrumentor_is_the_facade(otel: Otel, process_wide: None) -> None:
+    """`opentelemetry-instrument` calls the loaded class; the facade's uninstrument() undoes it."""
+    (entry_point,) = [
+        ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.value.split(":")[0] == "streamscope"
+    ]
+    entry_point.load()().instrument(**otel.providers)
+    assert StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    await consume_stream(function_model())
+    assert otel.one_stream_span().name == "chat function::_hello"
+    streamscope.uninstrument()
+    assert not StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    await consume_stream(function_model())
+    assert len(otel.stream_spans()) == 1
+
+
+# --- option validation ----------------------------------------------------------------------------
+BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"bogus_option": 1}, TypeError, "bogus_option"),
+    ({"tracer_provider": object()}, TypeError, "tracer_provider"),
+    ({"tracer_provider": NoOpMeterProvider()}, TypeError, "tracer_provider"),
+    ({"meter_provider": "meter"}, TypeError, "meter_provider"),
+    ({"meter_provider": NoOpTracerProvider()}, TypeError, "meter_provider"),
+    ({"logger_provider": 1}, TypeError, "logger_provider"),
+    ({"logger_provider": NoOpTracerProvider()}, TypeError, "logger_provider"),
+    ({"capture_content": "yes"}, TypeError, "capture_content"),
+    ({"capture_content": 1}, TypeError, "capture_content"),
+    ({"max_content_length": 0}, ValueError, "max_content_length"),
+    ({"max_content_length": -1}, ValueError, "max_content_length"),
+    ({"max_content_length": "10"}, TypeError, "max_content_length"),
+    ({"max_content_length": True}, TypeError, "max_content_length"),
+    ({"max_content_length": 10.0}, TypeError, "max_content_length"),
+    ({"redact": "not callable"}, TypeError, "redact"),
+    ({"span_events": "bogus"}, ValueError, "span_events"),
+    ({"span_events": "ALL"}, ValueError, "span_events"),
+    ({"usage_flush_interval": -1}, ValueError, "usage_flush_interval"),
+    ({"usage_flush_interval": 61}, ValueError, "usage_flush_interval"),
+    ({"usage_flush_interval": 60.5}, ValueError, "usage_flush_interval"),
+    ({"usage_flush_interval": "x"}, TypeError, "usage_flush_interval"),
+    ({"usage_flush_interval": True}, TypeError, "usage_flush_interval"),
+]
+BAD_IDS = [f"{next(iter(kwargs))}={next(iter(kwargs.values()))!r}" for kwargs, _, _ in BAD_OPTIONS]
+
+
+@pytest.mark.parametrize(("options", "error", "option"), BAD_OPTIONS, ids=BAD_IDS)
+def test_bad_option_for_one_model(options: dict[str, Any], error: type[Exception], option: str) -> None:
+    model = function_model()
+    with pytest.raises(error, match=re.escape(option)) as excinfo:
+        streamscope.instrument(model, **options)
+    assert type(excinfo.value) is error
+    # a model already instrumented still has its options checked
+    instrumented = streamscope.instrument(model)
+    with pytest.raises(error, match=re.escape(option)):
+        streamscope.instrument(instrumented, **options)
+
+
+@pytest.mark.parametrize(("options", "error", "option"), BAD_OPTIONS, ids=BAD_IDS)
+async def test_bad_option_process_wide_patches_nothing(
+    otel: Otel, process_wide: None, options: dict[str, Any], error: type[Exception], option: str
+) -> None:
+    before = snapshot()
+    with pytest.raises(error, match=re.escape(option)) as excinfo:
+        streamscope.instrument(**options)
+    assert type(excinfo.value) is error
+    assert not StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    assert_restored(before)
+    await consume_stream(function_model())
+    assert otel.stream_spans() == []
+
+    # a correct call afterwards instruments as usual
+    streamscope.instrument(**otel.providers)
+    assert StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    await consume_stream(function_model())
+    span = otel.one_stream_span()
+    assert dict(span.attributes or {})["streamscope.stream.outcome"] == "complete"
+    streamscope.uninstrument()
+    assert_restored(before)
+
+
+def test_bad_option_reported_even_when_already_instrumented(instrumented: Otel) -> None:
+    with pytest.raises(ValueError, match="max_content_length"):
+        streamscope.instrument(max_content_length=0)
+
+
+def test_good_options_are_kept(otel: Otel) -> None:
+    def redact(text: str) -> str:
+        return text.upper()
+
+    model = streamscope.instrument(
+        function_model(),
+        **otel.providers,
+        capture_content=True,
+        max_content_length=1,
+        redact=redact,
+        span_events="coalesce",
+        usage_flush_interval=60,
+    )
+    assert isinstance(model, StreamscopeModel)
+    assert model.telemetry.options == Options(
+        tracer_provider=otel.tracer_provider,
+        meter_provider=otel.meter_provider,
+        logger_provider=otel.logger_provider,
+        capture_content=True,
+        max_content_length=1,
+        redact=redact,
+        span_events="coalesce",
+        usage_flush_interval=60.0,
+    )
+    for mode in ("all", "coalesce", "none"):
+        options = cast(StreamscopeModel, streamscope.instrument(function_model(), span_events=mode)).telemetry.options
+        assert options.span_events == mode
+    zero = cast(StreamscopeModel, streamscope.instrument(function_model(), usage_flush_interval=0)).telemetry.options
+    assert zero.usage_flush_interval == 0.0
+    defaults = cast(StreamscopeModel, streamscope.instrument(function_model(), capture_content=False)).telemetry
+    assert defaults.options == Options(capture_content=False)
+
+
+# --- OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT ------------------------------------------
+async def _content_on_span(otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str | None, **options: Any) -> bool:
+    if env is None:
+        monkeypatch.delenv(ENV, raising=False)
+    else:
+        monkeypatch.setenv(ENV, env)
+    await consume_stream(streamscope.instrument(function_model(), tracer_provider=otel.tracer_provider, **options))
+    events = content_events(otel.one_stream_span())
+    assert [e["streamscope.content.length"] for e in events] == [6, 5, 11]
+    captured = [e.get("streamscope.content") for e in events]
+    assert captured in ([None, None, None], ["Hello ", "world", "Hello world"])
+    return captured[0] is not None
+
+
+@pytest.mark.parametrize("env", ["SPAN_ONLY", "SPAN_AND_EVENT", "true", "span_only", " TRUE "])
+async def test_env_turns_capture_on(otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    assert await _content_on_span(otel, monkeypatch, env) is True
+
+
+@pytest.mark.parametrize("env", ["NO_CONTENT", "EVENT_ONLY", "false", "", None], ids=repr)
+async def test_env_leaves_capture_off(otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str | None) -> None:
+    assert await _content_on_span(otel, monkeypatch, env) is False
+
+
+async def test_env_unknown_value_is_ignored_with_a_warning(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="streamscope")
+    assert await _content_on_span(otel, monkeypatch, "bogus") is False
+    warnings = [r for r in caplog.records if r.name == "streamscope" and ENV in r.getMessage()]
+    assert len(warnings) == 1
+    assert "bogus" in warnings[0].getMessage()
+
+
+async def test_explicit_capture_false_overrides_env(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await _content_on_span(otel, monkeypatch, "SPAN_ONLY", capture_content=False) is False
+
+
+async def test_explicit_capture_true_overrides_env(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await _content_on_span(otel, monkeypatch, "NO_CONTENT", capture_content=True) is True
+
+
+async def test_explicit_capture_none_reads_env(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await _content_on_span(otel, monkeypatch, "SPAN_AND_EVENT", capture_content=None) is True
+
+
+async def test_env_is_read_at_instrument_time(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    model = streamscope.instrument(function_model(), tracer_provider=otel.tracer_provider)
+    monkeypatch.setenv(ENV, "SPAN_ONLY")
+    await consume_stream(model)
+    assert [e.get("streamscope.content") for e in content_events(otel.one_stream_span())] == [None, None, None]
+
+
+async def test_env_applies_process_wide(otel: Otel, monkeypatch: pytest.MonkeyPatch, process_wide: None) -> None:
+    monkeypatch.setenv(ENV, "SPAN_ONLY")
+    streamscope.instrument(**otel.providers)
+    await consume_stream(function_model())
+    streamscope.uninstrument()
+    contents = [e.get("streamscope.content") for e in content_events(otel.one_stream_span())]
+    assert contents == ["Hello ", "world", "Hello world"]
+
+
+# --- instrument(model) ----------------------------------------------------------------------------
+async def test_instrument_model_twice_is_a_no_op(otel: Otel) -> None:
+    first = streamscope.instrument(function_model(), tracer_provider=otel.tracer_provider)
+    assert isinstance(first, StreamscopeModel)
+    assert streamscope.instrument(first) is first
+    assert streamscope.instrument(first, tracer_provider=otel.tracer_provider, span_events="none") is first
+    assert first.telemetry.options.span_events == "all"
+    await consume_stream(first)
+    assert otel.one_stream_span().name == "chat function::_hello"
+
+
+@pytest.mark.parametrize("outer", [WrapperModel, InstrumentedModel], ids=["WrapperModel", "InstrumentedModel"])
+async def test_instrument_model_wrapped_in_another_wrapper_is_a_no_op(otel: Otel, outer: type[WrapperModel]) -> None:
+    inner = streamscope.instrument(function_model(), tracer_provider=otel.tracer_provider)
+    assert isinstance(inner, StreamscopeModel)
+    wrapper = outer(inner)
+    assert wrapper.wrapped is inner
+    assert streamscope.instrument(wrapper) is wrapper
+    await consume_stream(wrapper)
+    assert otel.one_stream_span().name == "chat function::_hello"
+    assert await run_agent_stream(wrapper) == "Hello world"
+    assert len(otel.stream_spans()) == 2
+
+
+async def test_instrument_model_name_is_resolved(otel: Otel) -> None:
+    model = streamscope.instrument("test", tracer_provider=otel.tracer_provider)
+    assert isinstance(model, StreamscopeModel)
+    assert isinstance(model.wrapped, TestModel)
+    assert streamscope.instrument(model) is model
+    await consume_stream(model)
+    span = otel.one_stream_span()
+    assert span.name == "chat test"
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.provider.name"] == "test"
+    assert attributes["gen_ai.request.model"] == "test"
+
+
+@pytest.mark.parametrize("bad", [42, object(), FunctionModel, b"test", ["test"]], ids=repr)
+def test_instrument_rejects_non_models(bad: object) -> None:
+    with pytest.raises(TypeError, match="Model"):
+        streamscope.instrument(cast(Any, bad))
+
+
+# --- instrument() / uninstrument() ----------------------------------------------------------------
+def test_uninstrument_restores_every_patched_attribute(otel: Otel, process_wide: None) -> None:
+    openai_module = sys.modules[OpenAIChatModel.__module__]
+    assert openai_module.__name__.startswith("pydantic_ai.models.openai")
+    before = snapshot()
+    assert before["module", openai_module.__name__, POLICY_FUNCTION] is pydantic_ai.models.check_allow_model_requests
+
+    streamscope.instrument(**otel.providers)
+    during = snapshot()
+    assert set(during) == set(before)
+    patched = changed(before, during)
+    expected = {
+        ("class", OpenAIChatModel, "request_stream"),
+        ("class", FunctionModel, "request_stream"),
+        ("class", TestModel, "request_stream"),
+        ("class", StreamedResponse, "__aiter__"),
+        ("module", openai_module.__name__, POLICY_FUNCTION),
+        ("module", "pydantic_ai.models", POLICY_FUNCTION),
+    }
+    assert expected <= patched
+    # models that answer by calling another model are left alone, and nothing is added where nothing was
+    for cls in (WrapperModel, InstrumentedModel, FallbackModel, StreamscopeModel):
+        assert ("class", cls, "request_stream") not in patched
+    assert all(before[key] is not _MISSING for key in patched)
+    # every module's policy check is the same guard
+    guards = {id(during[key]) for key in patched if key[0] == "module"}
+    assert len(guards) == 1
+
+    streamscope.uninstrument()
+    assert_restored(before)
+    assert openai_module.check_allow_model_requests is before["module", openai_module.__name__, POLICY_FUNCTION]
+
+
+async def test_instrument_uninstrument_instrument(otel: Otel, process_wide: None) -> None:
+    before = snapshot()
+
+    streamscope.instrument(**otel.providers)
+    await consume_stream(function_model())
+    assert await run_agent_stream(function_model()) == "Hello world"
+    assert len(otel.stream_spans()) == 2
+    finished = otel.metrics()["streamscope.streams.finished"]
+    assert sum_value(finished, streamscope__stream__outcome="complete") == 2
+
+    streamscope.uninstrument()
+    assert_restored(before)
+    metrics_before = stream_metric_totals(otel)
+    await consume_stream(function_model())
+    assert await run_agent_stream(function_model()) == "Hello world"
+    assert len(otel.stream_spans()) == 2
+    assert stream_metric_totals(otel) == metrics_before
+
+    streamscope.instrument(**otel.providers)
+    await consume_stream(function_model())
+    assert await run_agent_stream(function_model()) == "Hello world"
+    spans = otel.stream_spans()
+    assert len(spans) == 4  # exactly one span per stream: no double wrapping
+    assert len({s.context.span_id for s in spans if s.context is not None}) == 4
+    for span in spans:
+        assert span.name == "chat function::_hello"
+        assert dict(span.attributes or {})["streamscope.stream.events.total"] == 4
+        assert [e.name for e in span.events].count("streamscope.stream.part_start") == 1
+    finished = otel.metrics()["streamscope.streams.finished"]
+    assert sum_value(finished, streamscope__stream__outcome="complete") == 4
+    events = otel.metrics()["streamscope.stream.events"]
+    assert sum_value(events, streamscope__event__kind="part_start") == 4
+
+    streamscope.uninstrument()
+    assert_restored(before)
+
+
+async def test_instrument_twice_in_a_row_is_a_no_op(otel: Otel, process_wide: None) -> None:
+    before = snapshot()
+    streamscope.instrument(**otel.providers)
+    during = snapshot()
+
+    other_exporter = InMemorySpanExporter()
+    other_provider = TracerProvider()
+    other_provider.add_span_processor(SimpleSpanProcessor(other_exporter))
+    streamscope.instrument(tracer_provider=other_provider)
+    assert changed(during, snapshot()) == set()
+
+    await consume_stream(function_model())
+    assert await run_agent_stream(function_model()) == "Hello world"
+    spans = otel.stream_spans()
+    assert len(spans) == 2
+    for span in spans:
+        assert dict(span.attributes or {})["streamscope.stream.events.total"] == 4
+    assert other_exporter.get_finished_spans() == ()
+    other_provider.shutdown()
+
+    # one uninstrument() undoes both calls
+    streamscope.uninstrument()
+    assert_restored(before)
+    await consume_stream(function_model())
+    assert len(otel.stream_spans()) == 2
+
+
+async def test_no_telemetry_after_uninstrument(otel: Otel, process_wide: None) -> None:
+    streamscope.instrument(**otel.providers)
+    streamscope.uninstrument()
+    await consume_stream(function_model())
+    assert await run_agent_stream(function_model()) == "Hello world"
+    assert otel.spans() == []
+    assert stream_metric_totals(otel) == {}
+    assert otel.logs() == []
