@@ -9,7 +9,7 @@ LOWEST := "pydantic-ai-slim[openai]==2.0.0" "opentelemetry-api==1.45.0" "opentel
           "opentelemetry-instrumentation==0.66b0" "opentelemetry-semantic-conventions==0.66b0" \
           "wrapt==1.17.0" "anyio==4.5.0" "pydantic==2.12.0"
 
-.PHONY: demo test lint typecheck unit unit-lowest install install-lowest clean
+.PHONY: demo test bench lint typecheck unit unit-lowest install install-lowest clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ install-lowest: $(VENV_LOW)/.installed
 
 demo: install
 	$(PY) examples/demo.py
+
+bench: install
+	$(PY) benchmarks/bench_streams.py
 
 lint: install
 	$(VENV)/bin/ruff check .
