@@ -162,7 +162,7 @@ class StreamRecorder:
 
         kind_counts = {event_kind(cls): count for cls, count in self.counts.items()}
         total = sum(kind_counts.values())
-        usage = getattr(response, "usage", None) if response is not None else _read_usage(self.stream)
+        usage = _read_usage(response if response is not None else self.stream)
         attributes: Attributes = {
             n.STREAM_OUTCOME: outcome,
             n.STREAM_END_REASON: end_reason,
@@ -299,9 +299,9 @@ def _safe_get(stream: Any) -> Any:
         return None
 
 
-def _read_usage(stream: Any) -> Any:
-    """The stream's usage: a property in Pydantic AI 2.x, a method `usage()` in older releases."""
-    usage = getattr(stream, "usage", None)
+def _read_usage(source: Any) -> Any:
+    """A stream's (or response's) usage: a property in Pydantic AI 2.x, a method `usage()` in older releases."""
+    usage = getattr(source, "usage", None)
     return usage() if callable(usage) else usage
 
 

@@ -1,0 +1,155 @@
+"""User-defined models and streams (subclasses of the real Pydantic AI bases), as third parties write them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ModelResponseStreamEvent, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RequestUsage
+
+import streamscope
+from tests.conftest import Otel, sum_value
+
+pytestmark = pytest.mark.anyio
+
+MESSAGES: list[ModelMessage] = [ModelRequest(parts=[UserPromptPart("hi")])]
+
+
+@dataclass
+class WordStream(StreamedResponse):
+    words: list[str] = field(default_factory=list)
+    _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        for word in self.words:
+            self._usage = self._usage + RequestUsage(output_tokens=1)
+            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
+                yield event
+
+    @property
+    def model_name(self) -> str:
+        return "words-1"
+
+    @property
+    def provider_name(self) -> str:
+        return "acme"
+
+    @property
+    def provider_url(self) -> str | None:
+        return "https://llm.acme.example:8443/v1"
+
+    @property
+    def timestamp(self) -> datetime:
+        return self._timestamp
+
+    async def close_stream(self) -> None:
+        return None
+
+
+@dataclass
+class MethodUsageStream(WordStream):
+    """A stream whose `usage` is a method, as in Pydantic AI releases before 2.0."""
+
+    def usage(self) -> RequestUsage:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
+        return self._usage
+
+
+def make_model_class(stream_class: type[WordStream]) -> type[Model]:
+    class WordModel(Model):
+        @property
+        def model_name(self) -> str:
+            return "words-1"
+
+        @property
+        def system(self) -> str:
+            return "acme"
+
+        @property
+        def base_url(self) -> str | None:
+            return "https://llm.acme.example:8443/v1"
+
+        async def request(
+            self,
+            messages: list[ModelMessage],
+            model_settings: ModelSettings | None,
+            model_request_parameters: ModelRequestParameters,
+        ) -> ModelResponse:
+            raise NotImplementedError
+
+        @asynccontextmanager
+        async def request_stream(
+            self,
+            messages: list[ModelMessage],
+            model_settings: ModelSettings | None,
+            model_request_parameters: ModelRequestParameters,
+            run_context: Any = None,
+        ) -> AsyncGenerator[StreamedResponse]:
+            yield stream_class(model_request_parameters, words=["one", " two", " three"])
+
+    return WordModel
+
+
+async def drain(model: Model) -> list[Any]:
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        return [event async for event in stream]
+
+
+@pytest.mark.parametrize("stream_class", [WordStream, MethodUsageStream])
+async def test_custom_model_wrapped_explicitly(otel: Otel, stream_class: type[WordStream]) -> None:
+    model = streamscope.instrument(make_model_class(stream_class)(), **otel.providers)
+    events = await drain(model)
+    assert len(events) == 5  # start, final result, two deltas, end
+    span = otel.one_stream_span()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.provider.name"] == "acme"
+    assert attributes["server.address"] == "llm.acme.example"
+    assert attributes["server.port"] == 8443
+    assert attributes["gen_ai.usage.output_tokens"] == 3
+    assert sum_value(otel.metrics()["streamscope.usage.output_tokens"], gen_ai__provider__name="acme") == 3
+
+
+async def test_custom_model_class_defined_before_instrument_is_patched(otel: Otel) -> None:
+    model_class = make_model_class(WordStream)
+    streamscope.instrument(**otel.providers)
+    try:
+        await drain(model_class())
+    finally:
+        streamscope.uninstrument()
+    span = otel.one_stream_span()
+    assert span.name == "chat words-1"
+    assert dict(span.attributes or {})["streamscope.stream.outcome"] == "complete"
+
+
+async def test_custom_model_class_defined_after_instrument_is_caught_by_the_safety_net(otel: Otel) -> None:
+    streamscope.instrument(**otel.providers)
+    try:
+        model_class = make_model_class(WordStream)  # request_stream not patched: the __aiter__ net catches it
+        events = await drain(model_class())
+    finally:
+        streamscope.uninstrument()
+    span = otel.one_stream_span()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.request.model"] == "words-1"
+    assert attributes["gen_ai.provider.name"] == "acme"
+    assert attributes["streamscope.stream.events.total"] == len(events)
+    assert attributes["streamscope.stream.end_reason"] == "exhausted"
+
+
+async def test_stream_iterated_outside_request_stream_is_instrumented_once(otel: Otel) -> None:
+    streamscope.instrument(**otel.providers)
+    try:
+        stream = WordStream(ModelRequestParameters(), words=["a", "b"])
+        first = [event async for event in stream]
+        again = [event async for event in stream]  # the same, exhausted iterator
+    finally:
+        streamscope.uninstrument()
+    assert len(first) == 4
+    assert again == []
+    assert len(otel.stream_spans()) == 1
