@@ -27,7 +27,8 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 import streamscope
 
-STORY = "Once upon a time, a tiny span followed every token of a stream and never lost one.".split(" ")
+STORY_TEXT = "Once upon a time, a tiny span followed every token of a stream and never lost one."
+STORY = STORY_TEXT.split(" ")
 
 
 async def storyteller(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
@@ -143,12 +144,16 @@ def main() -> None:
 
     print("\nMetrics:")
     data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else []:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                points = list(metric.data.data_points)
-                total = sum(getattr(p, "value", None) or getattr(p, "sum", 0) for p in points)
-                print(f"  {metric.name:<46} {len(points)} series, total {total:g}")
+    metrics: list[Any] = [
+        metric
+        for resource_metrics in (data.resource_metrics if data else ())
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+    ]
+    for metric in metrics:
+        points: list[Any] = list(metric.data.data_points)
+        total = sum(getattr(p, "value", None) or getattr(p, "sum", 0) for p in points)
+        print(f"  {metric.name:<46} {len(points)} series, total {total:g}")
 
     print("\nPolicy violations (OTel log records):")
     for record in logs.get_finished_logs():

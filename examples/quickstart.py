@@ -1,6 +1,6 @@
 """Quickstart: instrument one Pydantic AI model and print its stream span to the console.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.instrumented import InstrumentedModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
@@ -24,10 +25,13 @@ class StreamscopeModel(WrapperModel):
     """
 
     telemetry: Telemetry
+    pydantic_ai_inside: bool
 
     def __init__(self, wrapped: Model | str, telemetry: Telemetry) -> None:
         super().__init__(wrapped)  # pyright: ignore[reportArgumentType]  # a model name is resolved by infer_model
         self.telemetry = telemetry
+        # Pydantic AI's InstrumentedModel inside us records token usage and time to first chunk itself.
+        self.pydantic_ai_inside = any(isinstance(m, InstrumentedModel) for m in wrapper_chain(self.wrapped))
 
     @asynccontextmanager
     async def request_stream(
@@ -41,17 +45,21 @@ class StreamscopeModel(WrapperModel):
             self.telemetry,
             self.wrapped,
             lambda: self.wrapped.request_stream(messages, model_settings, model_request_parameters, run_context),
+            pydantic_ai_inside=self.pydantic_ai_inside,
         ) as stream:
             yield stream
 
 
+def wrapper_chain(model: Any) -> Iterator[Any]:
+    """`model`, the model it wraps, the model that one wraps, and so on."""
+    seen: set[int] = set()
+    current = model
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "wrapped", None)
+
+
 def find_streamscope_model(model: Model) -> StreamscopeModel | None:
     """The `StreamscopeModel` in `model`'s chain of wrappers, if any."""
-    seen: set[int] = set()
-    current: Any = model
-    while current is not None and id(current) not in seen:
-        if isinstance(current, StreamscopeModel):
-            return current
-        seen.add(id(current))
-        current = getattr(current, "wrapped", None)
-    return None
+    return next((m for m in wrapper_chain(model) if isinstance(m, StreamscopeModel)), None)

@@ -15,7 +15,7 @@ from opentelemetry._logs import SeverityNumber
 from . import _names as n
 from ._events import Attributes
 from ._safety import report_internal_error
-from ._stream import model_attributes
+from ._stream import model_attributes, opening_span
 from ._telemetry import Telemetry
 
 policy_logger = logging.getLogger("streamscope.policy")
@@ -64,7 +64,8 @@ def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameTy
     }
     if model_class:
         attributes[n.POLICY_MODEL_CLASS] = model_class
-    span = trace.get_current_span()
+    # Denied while streamscope opens a stream: the event belongs on that stream's span.
+    span = opening_span() or trace.get_current_span()
     span.add_event(n.POLICY_VIOLATION_EVENT, attributes)
     telemetry.logger.emit(
         event_name=n.POLICY_VIOLATION_EVENT,
@@ -72,7 +73,7 @@ def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameTy
         severity_text="WARN",
         body=f"Model request denied by check_allow_model_requests at {call_site}: {message}",
         attributes=attributes,
-        context=otel_context.get_current(),
+        context=trace.set_span_in_context(span, otel_context.get_current()),
     )
     counter_attributes: Attributes = {n.POLICY_NAME: n.POLICY_ALLOW_MODEL_REQUESTS}
     for key in (n.GEN_AI_PROVIDER_NAME, n.GEN_AI_REQUEST_MODEL):

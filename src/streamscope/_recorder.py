@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections import deque
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import anyio
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from pydantic_ai.models.instrumented import InstrumentationSettings
 
 from . import _names as n
 from ._events import Attributes, add_content, describe, event_kind
@@ -20,6 +22,10 @@ _DEFAULT_SPAN_EVENT_LIMIT = 128
 # Room left on the span for events streamscope adds besides stream events (the recorded exception).
 _RESERVED_SPAN_EVENTS = 2
 _PYDANTIC_AI_SCOPE = "pydantic-ai"
+# Pydantic AI records gen_ai.client.operation.time_to_first_chunk itself since 2.x releases that pass it here.
+PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK = (
+    "time_to_first_chunk" in inspect.signature(InstrumentationSettings.record_metrics).parameters
+)
 
 Timed = tuple[int, Any]  # (perf_counter_ns, event)
 _CANCELLABLE_ENDS = frozenset({n.END_EXHAUSTED, n.END_CONSUMER_CLOSED, n.END_NEVER_ITERATED})
@@ -224,10 +230,11 @@ class StreamRecorder:
         if self.first_ns and self.last_ns > self.first_ns:
             chunks_after_first = sum(kind_counts.values()) - 1
             telemetry.time_per_output_chunk.record((self.last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
-        if self.pydantic_parent:
-            return  # Pydantic AI's own span records token usage and time to first chunk: don't count twice.
-        if self.first_ns:
+        # Under Pydantic AI's own instrumentation, leave it the histograms it records: don't count twice.
+        if self.first_ns and not (self.pydantic_parent and PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK):
             telemetry.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, base)
+        if self.pydantic_parent:
+            return
         if usage is not None:
             for token_type, field in (
                 (n.TOKEN_TYPE_INPUT, "input_tokens"),

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, Span
 
 from . import _names as n
 from ._events import Attributes, content_of
@@ -23,9 +24,14 @@ from ._telemetry import Telemetry
 RECORDER_ATTRIBUTE = "_streamscope_recorder"
 """Set on a stream that streamscope instruments, so no other layer instruments it a second time."""
 
-# True while streamscope is opening a stream: a `request_stream` nested inside it (a wrapper model calling
-# the model it wraps) is then not instrumented again.
-_opening: ContextVar[bool] = ContextVar("streamscope_opening", default=False)
+# The span of the stream streamscope is opening, while it is: a `request_stream` nested inside it (a wrapper
+# model calling the model it wraps) is then not instrumented again, and a policy violation lands on it.
+_opening: ContextVar[Span | None] = ContextVar("streamscope_opening", default=None)
+
+
+def opening_span() -> Span | None:
+    """The span of the stream being opened in this context, if any."""
+    return _opening.get()
 
 
 async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
@@ -245,32 +251,41 @@ def _safe_str(obj: Any, attribute: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def begin(telemetry: Telemetry, model: Any) -> tuple[Any, int, int, Any, bool]:
-    """Start a stream's span; return (span, start ns, start wall ns, metric attributes, under Pydantic AI)."""
+def begin(telemetry: Telemetry, model: Any, pydantic_ai_inside: bool = False) -> tuple[Any, int, int, Any, bool]:
+    """Start a stream's span; return (span, start ns, start wall ns, metric attributes, Pydantic AI records)."""
     start_ns = time.perf_counter_ns()
     start_wall_ns = time.time_ns()
     request_model, span_attributes, metric_attributes = model_attributes(model)
-    pydantic_parent = under_pydantic_ai_span(current_span())
+    pydantic_parent = pydantic_ai_inside or under_pydantic_ai_span(current_span())
     span = start_stream_span(telemetry, request_model, span_attributes, start_wall_ns)
     return span, start_ns, start_wall_ns, metric_attributes, pydantic_parent
 
 
 @asynccontextmanager
 async def instrumented_request_stream(
-    telemetry: Telemetry, model: Any, open_stream: Callable[[], AbstractAsyncContextManager[Any]]
+    telemetry: Telemetry,
+    model: Any,
+    open_stream: Callable[[], AbstractAsyncContextManager[Any]],
+    *,
+    pydantic_ai_inside: bool = False,
 ) -> AsyncGenerator[Any]:
     """Open `open_stream()` under a stream span and yield the stream instrumented.
 
     The span starts before the request is sent (so time to first chunk counts from the request) and is
     current while it is, so a policy violation or HTTP span lands under it. It ends exactly once: when the
-    iterator ends, fails or is closed, or at the latest when this context exits.
+    iterator ends, fails or is closed, or at the latest when this context exits. `pydantic_ai_inside` says
+    Pydantic AI's own instrumentation wraps the model (it then records token usage and time to first chunk).
+
+    While the request is sent, the current span is a non-recording view of the stream span: spans started
+    meanwhile (HTTP clients) are its children, but code that writes to "the current span" (Pydantic AI's
+    `FallbackModel` does) cannot change it.
     """
-    if _opening.get():
+    if _opening.get() is not None:
         async with open_stream() as stream:
             yield stream
         return
     try:
-        span, start_ns, start_wall_ns, metric_attributes, pydantic_parent = begin(telemetry, model)
+        span, start_ns, start_wall_ns, metric_attributes, pydantic_parent = begin(telemetry, model, pydantic_ai_inside)
     except Exception:
         report_internal_error("starting a stream span")
         async with open_stream() as stream:
@@ -278,8 +293,8 @@ async def instrumented_request_stream(
         return
 
     async with AsyncExitStack() as stack:
-        opening = _opening.set(True)
-        attached = otel_context.attach(trace.set_span_in_context(span))
+        opening = _opening.set(span)
+        attached = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span.get_span_context())))
         try:
             stream = await stack.enter_async_context(open_stream())
         except BaseException as error:
