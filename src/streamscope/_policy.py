@@ -79,7 +79,7 @@ def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameTy
     for key in (n.GEN_AI_PROVIDER_NAME, n.GEN_AI_REQUEST_MODEL):
         if key in attributes:
             counter_attributes[key] = attributes[key]
-    telemetry.policy_violations.add(1, counter_attributes)
+    telemetry.metrics.policy_violations.add(1, counter_attributes)
     policy_logger.warning(
         "Policy violation: model request denied (%s) for %s %s at %s",
         message,

@@ -15,6 +15,7 @@ from pydantic_ai.models.instrumented import InstrumentationSettings
 
 from . import _names as n
 from ._events import Attributes, add_content, describe, event_kind
+from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
 from ._telemetry import Telemetry
 
@@ -105,7 +106,8 @@ class StreamRecorder:
         self.runs: list[tuple[int, Any, int, int, int]] = []
         self.usage_reported: dict[str, int] = {}
         self.usage_interval_ns = int(telemetry.options.usage_flush_interval * 1e9)
-        telemetry.streams_active.add(1, metric_attributes)
+        self.metric_key: AttributesKey = tuple(metric_attributes.items())
+        telemetry.metrics.streams_active.add(1, self.metric_key)
 
     # --- while streaming -------------------------------------------------------------------------
     @never_raises("reading usage", None)
@@ -115,12 +117,12 @@ class StreamRecorder:
         if usage is None:
             return
         reported = self.usage_reported
-        attributes = self.metric_attributes
-        for field, counter in self.telemetry.usage_counters:
+        key = self.metric_key
+        for field, sums in self.telemetry.metrics.usage:
             value = getattr(usage, field, 0) or 0
             delta = value - reported.get(field, 0)
             if delta > 0:
-                counter.add(delta, attributes)
+                sums.add(delta, key)
                 reported[field] = value
 
     # --- the end -----------------------------------------------------------------------------------
@@ -219,20 +221,21 @@ class StreamRecorder:
         usage: Any,
         kind_counts: dict[str, int],
     ) -> None:
-        telemetry = self.telemetry
+        instruments = self.telemetry.metrics
         base = self.metric_attributes
-        telemetry.streams_active.add(-1, base)
-        telemetry.streams_finished.add(1, {**base, n.STREAM_OUTCOME: outcome})
+        key = self.metric_key
+        instruments.streams_active.add(-1, key)
+        instruments.streams_finished.add(1, (*key, (n.STREAM_OUTCOME, outcome)))
         for kind, count in kind_counts.items():
-            telemetry.stream_events.add(count, {**base, n.EVENT_KIND: kind})
+            instruments.stream_events.add(count, (*key, (n.EVENT_KIND, kind)))
         duration_attributes = {**base, n.ERROR_TYPE: error_type(error)} if error is not None else base
-        telemetry.operation_duration.record((end_ns - self.start_ns) / 1e9, duration_attributes)
+        instruments.operation_duration.record((end_ns - self.start_ns) / 1e9, duration_attributes)
         if self.first_ns and self.last_ns > self.first_ns:
             chunks_after_first = sum(kind_counts.values()) - 1
-            telemetry.time_per_output_chunk.record((self.last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
+            instruments.time_per_output_chunk.record((self.last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
         # Under Pydantic AI's own instrumentation, leave it the histograms it records: don't count twice.
         if self.first_ns and not (self.pydantic_parent and PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK):
-            telemetry.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, base)
+            instruments.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, base)
         if self.pydantic_parent:
             return
         if usage is not None:
@@ -242,7 +245,7 @@ class StreamRecorder:
             ):
                 value = getattr(usage, field, 0)
                 if isinstance(value, int) and value > 0:
-                    telemetry.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type})
+                    instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type})
 
     def _materialise_span_events(self) -> tuple[dict[str, int], dict[str, int]]:
         """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""
