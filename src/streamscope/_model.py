@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from pydantic_ai.models.instrumented import InstrumentedModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
-from ._stream import instrumented_request_stream
+from ._stream import InstrumentedRequestStream
 from ._telemetry import Telemetry
 
 
@@ -33,21 +33,20 @@ class StreamscopeModel(WrapperModel):
         # Pydantic AI's InstrumentedModel inside us records token usage and time to first chunk itself.
         self.pydantic_ai_inside = any(isinstance(m, InstrumentedModel) for m in wrapper_chain(self.wrapped))
 
-    @asynccontextmanager
-    async def request_stream(
+    def request_stream(  # pyright: ignore[reportIncompatibleMethodOverride]
         self,
         messages: list[ModelMessage],
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
         run_context: Any = None,
-    ) -> AsyncGenerator[StreamedResponse]:
-        async with instrumented_request_stream(
+    ) -> AbstractAsyncContextManager[StreamedResponse]:
+        wrapped = self.wrapped
+        return InstrumentedRequestStream(
             self.telemetry,
-            self.wrapped,
-            lambda: self.wrapped.request_stream(messages, model_settings, model_request_parameters, run_context),
+            wrapped,
+            lambda: wrapped.request_stream(messages, model_settings, model_request_parameters, run_context),
             pydantic_ai_inside=self.pydantic_ai_inside,
-        ) as stream:
-            yield stream
+        )
 
 
 def wrapper_chain(model: Any) -> Iterator[Any]:

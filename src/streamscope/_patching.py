@@ -19,7 +19,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from ._policy import make_denial_guard
 from ._recorder import StreamRecorder
 from ._safety import report_internal_error
-from ._stream import begin, hand_out_iterator, instrumented_request_stream, mark_instrumented, recorder_of
+from ._stream import InstrumentedRequestStream, begin, hand_out_iterator, mark_instrumented, recorder_of
 from ._telemetry import Telemetry
 
 _POLICY_FUNCTION = "check_allow_model_requests"
@@ -149,7 +149,7 @@ class ProcessPatches:
     def _request_stream_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        return instrumented_request_stream(self.telemetry, instance, lambda: wrapped(*args, **kwargs))
+        return InstrumentedRequestStream(self.telemetry, instance, lambda: wrapped(*args, **kwargs))
 
     def _aiter_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -261,54 +262,63 @@ def begin(telemetry: Telemetry, model: Any, pydantic_ai_inside: bool = False) ->
     return span, start_ns, start_wall_ns, metric_attributes, pydantic_parent
 
 
-@asynccontextmanager
-async def instrumented_request_stream(
-    telemetry: Telemetry,
-    model: Any,
-    open_stream: Callable[[], AbstractAsyncContextManager[Any]],
-    *,
-    pydantic_ai_inside: bool = False,
-) -> AsyncGenerator[Any]:
-    """Open `open_stream()` under a stream span and yield the stream instrumented.
+class InstrumentedRequestStream:
+    """Async context manager: open `open_stream()` under a stream span and hand out the stream instrumented.
 
-    The span starts before the request is sent (so time to first chunk counts from the request) and is
-    current while it is, so a policy violation or HTTP span lands under it. It ends exactly once: when the
-    iterator ends, fails or is closed, or at the latest when this context exits. `pydantic_ai_inside` says
-    Pydantic AI's own instrumentation wraps the model (it then records token usage and time to first chunk).
+    The span starts before the request is sent (so time to first chunk counts from the request) and ends
+    exactly once: when the iterator ends, fails or is closed, or at the latest when this context exits.
+    `pydantic_ai_inside` says Pydantic AI's own instrumentation wraps the model (it then records token
+    usage and time to first chunk itself).
 
     While the request is sent, the current span is a non-recording view of the stream span: spans started
     meanwhile (HTTP clients) are its children, but code that writes to "the current span" (Pydantic AI's
     `FallbackModel` does) cannot change it.
     """
-    if _opening.get() is not None:
-        async with open_stream() as stream:
-            yield stream
-        return
-    try:
-        span, start_ns, start_wall_ns, metric_attributes, pydantic_parent = begin(telemetry, model, pydantic_ai_inside)
-    except Exception:
-        report_internal_error("starting a stream span")
-        async with open_stream() as stream:
-            yield stream
-        return
 
-    async with AsyncExitStack() as stack:
+    __slots__ = ("_inner", "_model", "_open_stream", "_pydantic_ai_inside", "_recorder", "_telemetry")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        model: Any,
+        open_stream: Callable[[], AbstractAsyncContextManager[Any]],
+        *,
+        pydantic_ai_inside: bool = False,
+    ) -> None:
+        self._telemetry = telemetry
+        self._model = model
+        self._open_stream = open_stream
+        self._pydantic_ai_inside = pydantic_ai_inside
+        self._inner: AbstractAsyncContextManager[Any] | None = None
+        self._recorder: StreamRecorder | None = None
+
+    async def __aenter__(self) -> Any:
+        self._inner = inner = self._open_stream()
+        if _opening.get() is not None:  # nested in a stream streamscope is already opening
+            return await inner.__aenter__()
+        try:
+            span, start_ns, start_wall_ns, metric_attributes, pydantic_parent = begin(
+                self._telemetry, self._model, self._pydantic_ai_inside
+            )
+        except Exception:
+            report_internal_error("starting a stream span")
+            return await inner.__aenter__()
+
         opening = _opening.set(span)
         attached = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span.get_span_context())))
         try:
-            stream = await stack.enter_async_context(open_stream())
+            stream = await inner.__aenter__()
         except BaseException as error:
-            _fail_open(telemetry, span, start_ns, start_wall_ns, metric_attributes, error)
+            _fail_open(self._telemetry, span, start_ns, start_wall_ns, metric_attributes, error)
             raise
         finally:
             otel_context.detach(attached)
             _opening.reset(opening)
 
         recorder: StreamRecorder | None = None
-        handed_out: Any = stream
         try:
             recorder = StreamRecorder(
-                telemetry, stream, span, metric_attributes, start_ns, start_wall_ns, pydantic_parent
+                self._telemetry, stream, span, metric_attributes, start_ns, start_wall_ns, pydantic_parent
             )
             mark_instrumented(stream, recorder)
             handed_out = InstrumentedStream(stream, recorder)
@@ -316,17 +326,25 @@ async def instrumented_request_stream(
             report_internal_error("instrumenting an opened stream")
             if recorder is None:
                 span.end()
-        try:
-            yield handed_out
-        except BaseException as error:
-            if recorder is not None:
-                recorder.finish_from_exception(error)
-            raise
-        if recorder is not None:
-            if task_is_cancelling():
+            else:
+                recorder.finish(n.END_ERROR)
+            return stream
+        self._recorder = recorder
+        return handed_out
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool | None:
+        recorder = self._recorder
+        if recorder is not None and not recorder.finished:
+            if exc is not None:
+                recorder.finish_from_exception(exc)
+            elif task_is_cancelling():
                 recorder.finish(n.END_TASK_CANCELLED)
             else:
                 recorder.finish(n.END_CONSUMER_CLOSED if recorder.iterated else n.END_NEVER_ITERATED)
+        assert self._inner is not None
+        return await self._inner.__aexit__(exc_type, exc, traceback)
 
 
 def _fail_open(
