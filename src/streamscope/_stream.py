@@ -36,32 +36,37 @@ def opening_span() -> Span | None:
 
 
 async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
-    """Yield `source`'s events, keeping the first and last ones (with their time) for span events."""
+    """Yield `source`'s events, keeping the first and last ones (with their time) for span events.
+
+    This is the per-event hot path: a clock read, a count, an append and an identity check of the usage.
+    """
     clock = time.perf_counter_ns
     counts = recorder.counts
-    head = recorder.head
-    head_capacity = recorder.head_capacity
-    tail = recorder.tail
-    tail_open = (tail.maxlen or 0) > 0
+    keep_head = recorder.head.append
+    head_room = recorder.head_capacity
+    keep_tail = recorder.tail.append if recorder.tail.maxlen else None
     stream = recorder.stream
     track_usage = hasattr(stream, "_usage")
     usage_seen = stream._usage if track_usage else None
     usage_dirty = False
     interval = recorder.usage_interval_ns
     next_flush = 0
-    now = 0
+    first = True
     recorder.iterated = True
     try:
         async for event in source:
             now = clock()
-            if not recorder.first_ns:
+            recorder.last_ns = now
+            if first:
                 recorder.first_ns = now
+                first = False
             cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
-            if len(head) < head_capacity:
-                head.append((now, event))
-            elif tail_open:
-                tail.append((now, event))
+            if head_room:
+                keep_head((now, event))
+                head_room -= 1
+            elif keep_tail is not None:
+                keep_tail((now, event))
             if track_usage:
                 usage = stream._usage
                 if usage is not usage_seen:
@@ -73,12 +78,10 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
                     recorder.flush_usage()
             yield event
     except BaseException as error:
-        recorder.last_ns = now
         recorder.finish_from_exception(error)
         if isinstance(error, GeneratorExit):
             await _close(source)
         raise
-    recorder.last_ns = now
     recorder.finish(n.END_EXHAUSTED)
 
 
@@ -93,12 +96,12 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
     usage_seen = stream._usage if track_usage else None
     interval = recorder.usage_interval_ns
     next_flush = 0
-    now = 0
     run_index: int | None = None  # part index of the open run of deltas, if any
     recorder.iterated = True
     try:
         async for event in source:
             now = clock()
+            recorder.last_ns = now
             if not recorder.first_ns:
                 recorder.first_ns = now
             cls = event.__class__
@@ -124,12 +127,10 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
                     recorder.flush_usage()
             yield event
     except BaseException as error:
-        recorder.last_ns = now
         recorder.finish_from_exception(error)
         if isinstance(error, GeneratorExit):
             await _close(source)
         raise
-    recorder.last_ns = now
     recorder.finish(n.END_EXHAUSTED)
 
 
