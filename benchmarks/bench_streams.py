@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NoOpTracerProvider, SpanKind
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
@@ -181,31 +182,38 @@ async def peak_memory(events: int) -> dict[str, Any]:
 
 
 async def open_close(streams: int) -> dict[str, Any]:
-    """Cost of a stream's open and close: 1-event streams per second, raw vs streamscope."""
-    tracer_provider, meter_provider = providers()
-    raw = text_stream(1)
-    instrumented = streamscope.instrument(
-        text_stream(1), tracer_provider=tracer_provider, meter_provider=meter_provider
-    )
+    """Cost of a stream's open and close: 1-event streams, raw vs instrumented (µs per stream).
 
-    async def rate(model: Any) -> float:
+    `streamscope_noop_providers` runs streamscope against the OpenTelemetry API's no-op providers: what
+    streamscope itself costs, without the SDK's span, event and histogram work.
+    """
+    tracer_provider, meter_provider = providers()
+    models: dict[str, Any] = {
+        "raw": text_stream(1),
+        "pydantic_ai_instrumented": VARIANTS["pydantic_ai_instrumented"](
+            text_stream(1), tracer_provider, meter_provider
+        ),
+        "streamscope": VARIANTS["streamscope"](text_stream(1), tracer_provider, meter_provider),
+        "streamscope_noop_providers": streamscope.instrument(
+            text_stream(1), tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
+        ),
+    }
+
+    async def per_stream_us(model: Any) -> float:
         start = time.perf_counter()
         for _ in range(streams):
             await drain(model)
         return (time.perf_counter() - start) / streams * 1e6
 
-    raw_us: list[float] = []
-    inst_us: list[float] = []
+    samples: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(5):
-        raw_us.append(await rate(raw))
-        inst_us.append(await rate(instrumented))
+        for name, model in models.items():
+            samples[name].append(await per_stream_us(model))
     tracer_provider.shutdown()
-    raw_median, inst_median = statistics.median(raw_us), statistics.median(inst_us)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
     return {
-        "raw_us_per_stream": round(raw_median, 2),
-        "streamscope_us_per_stream": round(inst_median, 2),
-        "open_close_overhead_us": round(inst_median - raw_median, 2),
-        "streamscope_streams_per_second": round(1e6 / inst_median),
+        name: {"us_per_stream": round(value, 2), "overhead_us": round(value - medians["raw"], 2)}
+        for name, value in medians.items()
     }
 
 
@@ -224,11 +232,9 @@ def print_table(results: dict[str, Any]) -> None:
         f"\npeak memory, one {memory['events']:,}-event stream: raw {memory['raw_peak_mb']} MB, "
         f"streamscope {memory['streamscope_peak_mb']} MB (growth {memory['growth_mb']} MB)"
     )
-    oc = results["open_close"]
-    print(
-        f"open+close: raw {oc['raw_us_per_stream']} µs, streamscope {oc['streamscope_us_per_stream']} µs per "
-        f"1-event stream (overhead {oc['open_close_overhead_us']} µs, {oc['streamscope_streams_per_second']:,}/s)"
-    )
+    print("open+close of a 1-event stream (µs per stream, overhead over raw):")
+    for name, row in results["open_close"].items():
+        print(f"  {name:<28} {row['us_per_stream']:>9.2f} {row['overhead_us']:>9.2f}")
 
 
 async def main_async(quick: bool) -> dict[str, Any]:
