@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections import deque
@@ -140,6 +141,12 @@ class StreamRecorder:
                     self.span.end()
             except Exception:
                 report_internal_error("ending a stream span")
+
+    def __del__(self) -> None:
+        # A stream dropped without being exhausted, closed or having its context exited: end its span now.
+        if not self.finished:
+            with contextlib.suppress(Exception):
+                self.finish(n.END_GARBAGE_COLLECTED)
 
     def finish_from_exception(self, error: BaseException, *, closed_by_consumer: bool = False) -> None:
         """Finish after `error` ended the stream: task cancellation, consumer close, or a failure."""
