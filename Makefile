@@ -2,14 +2,20 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 VENV_LOW ?= .venv-low
+# Arize Phoenix, the real OTLP receiver of the export tests, in its own virtualenv: its pins are heavy.
+VENV_PHOENIX ?= .venv-phoenix
+PHOENIX := "arize-phoenix>=20.26,<21"
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY := $(VENV)/bin/python
 PY_LOW := $(VENV_LOW)/bin/python
 # The lowest releases we support, tested alongside the newest.
 LOWEST := "pydantic-ai-slim[openai]==2.0.0" "opentelemetry-api==1.45.0" "opentelemetry-sdk==1.45.0" \
           "opentelemetry-instrumentation==0.66b0" "opentelemetry-semantic-conventions==0.66b0" \
-          "wrapt==1.17.0" "anyio==4.5.0" "pydantic==2.12.0"
+          "wrapt==1.17.0" "anyio==4.5.0" "pydantic==2.12.0" \
+          "opentelemetry-exporter-otlp-proto-http==1.45.0" "opentelemetry-exporter-otlp-proto-grpc==1.45.0" \
+          "opentelemetry-exporter-prometheus==0.66b0" "prometheus-client==0.20.0" "opentelemetry-distro==0.66b0"
 
-.PHONY: demo test bench lint typecheck unit unit-lowest install install-lowest clean
+.PHONY: demo test bench lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +29,24 @@ $(VENV_LOW)/.installed: pyproject.toml
 	$(PY_LOW) -m pip install --quiet -e ".[dev]" $(LOWEST)
 	touch $@
 
+$(VENV_PHOENIX)/.installed:
+	$(PYTHON) -m venv $(VENV_PHOENIX)
+	$(VENV_PHOENIX)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_PHOENIX)/bin/python -m pip install --quiet $(PHOENIX)
+	touch $@
+
 install: $(VENV)/.installed
 install-lowest: $(VENV_LOW)/.installed
+
+# Real servers the integration tests start: Prometheus (Debian's package) and Arize Phoenix.
+prometheus:
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -n 1
+servers: prometheus $(VENV_PHOENIX)/.installed
+
+dashboards: install
+	$(PY) -m dashboards.generate
 
 demo: install
 	$(PY) examples/demo.py
@@ -39,13 +61,13 @@ lint: install
 typecheck: install
 	$(VENV)/bin/pyright
 
-unit: install
+unit: install servers
 	$(PY) -m pytest --cov=streamscope --cov-branch --cov-report=term --cov-fail-under=85
 
-unit-lowest: install-lowest
+unit-lowest: install-lowest servers
 	$(PY_LOW) -m pytest -p no:cacheprovider
 
 test: lint typecheck unit unit-lowest
 
 clean:
-	rm -rf $(VENV) $(VENV_LOW) .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(VENV_LOW) $(VENV_PHOENIX) .pytest_cache .ruff_cache .coverage

@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import streamscope
 from streamscope._safety import INTERNAL_LOGGER_NAME
 
+pytest_plugins = ["tests.servers"]  # the `phoenix` fixture: a real OTLP receiver
+
 
 @pytest.fixture
 def anyio_backend() -> str:

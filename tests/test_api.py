@@ -138,11 +138,13 @@ def test_all_is_sorted_complete_and_importable() -> None:
     assert names == sorted(names)
     assert len(set(names)) == len(names)
     documented = {
+        "Configuration",
         "Options",
         "SpanEventMode",
         "StreamscopeInstrumentor",
         "StreamscopeModel",
         "__version__",
+        "configure",
         "instrument",
         "uninstrument",
     }

@@ -7,21 +7,25 @@ policy violations.
     import streamscope
     model = streamscope.instrument(my_model)   # one model
     streamscope.instrument()                   # every model in the process
+    streamscope.configure(service_name="chat") # or: providers + OTLP/Prometheus exporters + instrument()
 """
 
 from __future__ import annotations
 
+from ._configure import Configuration, configure
 from ._instrumentor import StreamscopeInstrumentor, instrument, uninstrument
 from ._model import StreamscopeModel
 from ._options import Options, SpanEventMode
 from ._telemetry import __version__
 
 __all__ = [
+    "Configuration",
     "Options",
     "SpanEventMode",
     "StreamscopeInstrumentor",
     "StreamscopeModel",
     "__version__",
+    "configure",
     "instrument",
     "uninstrument",
 ]

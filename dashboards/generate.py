@@ -1,0 +1,566 @@
+"""Generate streamscope's Grafana dashboards and provisioning files from code.
+
+    python -m dashboards.generate           # rewrite the files in dashboards/
+    python -m dashboards.generate --check   # exit 1 if a committed file differs from what this generates
+
+Metric names are derived from `streamscope._names` with Prometheus's translation of OpenTelemetry names
+(dots become ``_``, unit ``s`` adds ``_seconds``, counters end in ``_total``, ``{...}`` units are dropped);
+the tests check each one against the ``/metrics`` output of a real instrumented process scraped by a real
+Prometheus, and run every query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from dashboards._grafana import (
+    JSON,
+    WIDTH,
+    Layout,
+    dashboard,
+    datasource_variable,
+    prometheus_target,
+    query_variable,
+    stat,
+    timeseries,
+    traces_table,
+)
+from streamscope import _names as n
+
+HERE = Path(__file__).resolve().parent
+OVERVIEW_UID = "streamscope-overview"
+MODEL_UID = "streamscope-model"
+
+
+def prometheus_name(name: str, unit: str, kind: Literal["counter", "gauge", "histogram"]) -> str:
+    """The name Prometheus gives an OpenTelemetry metric (histograms then add ``_bucket``/``_sum``/``_count``)."""
+    base = name.replace(".", "_")
+    if unit == "s":
+        base += "_seconds"
+    return base + "_total" if kind == "counter" else base
+
+
+FINISHED = prometheus_name(n.METRIC_STREAMS_FINISHED, "{stream}", "counter")
+ACTIVE = prometheus_name(n.METRIC_STREAMS_ACTIVE, "{stream}", "gauge")
+EVENTS = prometheus_name(n.METRIC_STREAM_EVENTS, "{event}", "counter")
+VIOLATIONS = prometheus_name(n.METRIC_POLICY_VIOLATIONS, "{violation}", "counter")
+DURATION = prometheus_name(n.METRIC_OPERATION_DURATION, "s", "histogram")
+TTFC = prometheus_name(n.METRIC_TIME_TO_FIRST_CHUNK, "s", "histogram")
+TPOC = prometheus_name(n.METRIC_TIME_PER_OUTPUT_CHUNK, "s", "histogram")
+TOKEN_USAGE = prometheus_name(n.METRIC_TOKEN_USAGE, "{token}", "histogram")
+USAGE_COUNTERS: tuple[tuple[str, str], ...] = tuple(
+    (legend, prometheus_name(metric, "{token}", "counter"))
+    for legend, metric in (
+        ("input", n.METRIC_USAGE_INPUT_TOKENS),
+        ("output", n.METRIC_USAGE_OUTPUT_TOKENS),
+        ("cache read", n.METRIC_USAGE_CACHE_READ_TOKENS),
+        ("cache write", n.METRIC_USAGE_CACHE_CREATION_TOKENS),
+        ("reasoning", n.METRIC_USAGE_REASONING_TOKENS),
+    )
+)
+
+
+def label(attribute: str) -> str:
+    return attribute.replace(".", "_")
+
+
+JOB = "job"
+PROVIDER = label(n.GEN_AI_PROVIDER_NAME)
+MODEL = label(n.GEN_AI_REQUEST_MODEL)
+OUTCOME = label(n.STREAM_OUTCOME)
+ERROR_TYPE = label(n.ERROR_TYPE)
+TOKEN_TYPE = label(n.GEN_AI_TOKEN_TYPE)
+EVENT_KIND = label(n.EVENT_KIND)
+SERVER = label(n.SERVER_ADDRESS)
+INTERRUPTED = f"{n.OUTCOME_INTERRUPTED}|{n.OUTCOME_INCOMPLETE}"
+
+
+class Queries:
+    """PromQL for one dashboard: every selector carries the dashboard's service/provider/model filter."""
+
+    def __init__(self, operator: str) -> None:
+        self.filter = f'{JOB}{operator}"$service", {PROVIDER}{operator}"$provider", {MODEL}{operator}"$model"'
+
+    def select(self, metric: str, extra: str = "") -> str:
+        return f"{metric}{{{self.filter}{', ' + extra if extra else ''}}}"
+
+    def rate(self, metric: str, extra: str = "", by: str = "") -> str:
+        grouping = f" by ({by})" if by else ""
+        return f"sum{grouping} (rate({self.select(metric, extra)}[$__rate_interval]))"
+
+    def ratio(self, outcome_regex: str, by: str = "") -> str:
+        """Share of finished streams whose outcome matches."""
+        matching = self.rate(FINISHED, f'{OUTCOME}=~"{outcome_regex}"', by)
+        return f"{matching} / {self.rate(FINISHED, by=by)}"
+
+    def quantile(self, q: float, histogram: str, extra: str = "", by: str = "") -> str:
+        buckets = self.rate(f"{histogram}_bucket", extra, f"le, {by}" if by else "le")
+        return f"histogram_quantile({q}, {buckets})"
+
+    def mean(self, histogram: str, extra: str) -> str:
+        return f"{self.rate(f'{histogram}_sum', extra)} / {self.rate(f'{histogram}_count', extra)}"
+
+    def violations_in_range(self) -> str:
+        return f"sum(increase({self.select(VIOLATIONS)}[$__range]))"
+
+
+def quantile_targets(q: Queries, histogram: str, exemplar: bool = True) -> list[JSON]:
+    return [
+        prometheus_target(q.quantile(p, histogram), f"p{round(p * 100)}", exemplar=exemplar) for p in (0.5, 0.95, 0.99)
+    ]
+
+
+def headline_stats(layout: Layout, q: Queries) -> None:
+    width = WIDTH // 6
+    for panel in (
+        stat(
+            "Streams/s",
+            "Streams finished per second, whatever their outcome.",
+            prometheus_target(q.rate(FINISHED)),
+            unit="reqps",
+            thresholds=[],
+        ),
+        stat(
+            "Error rate",
+            "Share of streams that ended in an error (provider failures, refused requests and policy denials).",
+            prometheus_target(q.ratio(n.OUTCOME_ERROR)),
+            unit="percentunit",
+            thresholds=[(0.01, "orange"), (0.05, "red")],
+        ),
+        stat(
+            "Interruption rate",
+            "Share of streams cancelled (task cancelled, cancel()) or abandoned by the consumer before the end.",
+            prometheus_target(q.ratio(INTERRUPTED)),
+            unit="percentunit",
+            thresholds=[(0.05, "orange"), (0.2, "red")],
+        ),
+        stat(
+            "Streams in flight",
+            "Streams opened and not finished yet, now.",
+            prometheus_target(f"sum({q.select(ACTIVE)})"),
+            unit="short",
+            thresholds=[],
+        ),
+        stat(
+            "p95 time to first chunk",
+            "95th percentile of the time from opening the stream to its first chunk.",
+            prometheus_target(q.quantile(0.95, TTFC)),
+            unit="s",
+            thresholds=[(2, "orange"), (5, "red")],
+        ),
+        stat(
+            "Policy violations",
+            "Model requests denied by check_allow_model_requests in the selected time range.",
+            prometheus_target(q.violations_in_range()),
+            unit="short",
+            thresholds=[(1, "red")],
+        ),
+    ):
+        layout.add(panel, width, 4)
+
+
+def latency_panels(layout: Layout, q: Queries) -> None:
+    layout.row("Latency")
+    layout.add(
+        timeseries(
+            "Time to first chunk",
+            "From opening the stream (before the request is sent) to its first chunk. Exemplars link to traces.",
+            quantile_targets(q, TTFC),
+            unit="s",
+        ),
+        12,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Stream duration",
+            "From opening the stream to its end, however it ended (errors and cancellations included).",
+            quantile_targets(q, DURATION),
+            unit="s",
+        ),
+        12,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Time per output chunk",
+            "Mean gap between chunks after the first one, one observation per stream.",
+            quantile_targets(q, TPOC, exemplar=False),
+            unit="s",
+        ),
+        12,
+        8,
+    )
+
+
+def token_panels(layout: Layout, q: Queries, width: int) -> None:
+    layout.row("Tokens")
+    layout.add(
+        timeseries(
+            "Tokens/s by type",
+            "Usage growth recorded while streams run (streamscope.usage.* counters), so long streams show up "
+            "as they happen, not when they end. Cache reads are part of input; reasoning is part of output.",
+            [prometheus_target(q.rate(metric), legend) for legend, metric in USAGE_COUNTERS],
+            unit="short",
+        ),
+        width,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Tokens per stream",
+            "Median and 95th percentile of a stream's input and output tokens (gen_ai.client.token.usage).",
+            [
+                prometheus_target(q.quantile(p, TOKEN_USAGE, by=TOKEN_TYPE), f"p{round(p * 100)} {{{{{TOKEN_TYPE}}}}}")
+                for p in (0.5, 0.95)
+            ],
+            unit="short",
+        ),
+        width,
+        8,
+    )
+
+
+def events_and_policy(layout: Layout, q: Queries) -> None:
+    layout.row("Stream events and policy")
+    layout.add(
+        timeseries(
+            "Stream events/s by kind",
+            "Pydantic AI stream events seen (part start, delta, end, final result, ...).",
+            [prometheus_target(q.rate(EVENTS, by=EVENT_KIND), f"{{{{{EVENT_KIND}}}}}")],
+            unit="short",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Policy violations/s",
+            "Model requests denied by check_allow_model_requests (each is also an OTel log record and a span event).",
+            [prometheus_target(q.rate(VIOLATIONS, by=f"{PROVIDER}, {MODEL}"), f"{{{{{PROVIDER}}}}} / {{{{{MODEL}}}}}")],
+            unit="short",
+        ),
+        12,
+        8,
+    )
+
+
+def variables(operator_multi: bool) -> list[JSON]:
+    op = "=~" if operator_multi else "="
+    metric = FINISHED
+    return [
+        datasource_variable("datasource", "Prometheus", "prometheus", "${DS_PROMETHEUS}"),
+        datasource_variable("tempo", "Tempo (traces)", "tempo"),
+        query_variable(
+            "service",
+            "Service (job)",
+            f"label_values({metric}, {JOB})",
+            multi=operator_multi,
+            description="The Prometheus job: the scrape job, or the service name when metrics arrive over OTLP.",
+        ),
+        query_variable(
+            "provider",
+            "Provider",
+            f'label_values({metric}{{{JOB}{op}"$service"}}, {PROVIDER})',
+            multi=operator_multi,
+            description="gen_ai.provider.name",
+        ),
+        query_variable(
+            "model",
+            "Model",
+            f'label_values({metric}{{{JOB}{op}"$service", {PROVIDER}{op}"$provider"}}, {MODEL})',
+            multi=operator_multi,
+            description="gen_ai.request.model",
+        ),
+    ]
+
+
+LINKS: list[JSON] = [
+    {
+        "asDropdown": False,
+        "icon": "external link",
+        "includeVars": False,
+        "keepTime": True,
+        "tags": ["streamscope"],
+        "targetBlank": False,
+        "title": "streamscope",
+        "type": "dashboards",
+    }
+]
+DRILL_DOWN_LINK: JSON = {
+    "title": "Drill down: ${__field.labels.gen_ai_provider_name} / ${__field.labels.gen_ai_request_model}",
+    "url": f"/d/{MODEL_UID}/streamscope-model?${{__url_time_range}}&var-datasource=${{datasource}}"
+    "&var-tempo=${tempo}&var-service=${__field.labels.job}&var-provider=${__field.labels.gen_ai_provider_name}"
+    "&var-model=${__field.labels.gen_ai_request_model}",
+}
+
+
+def overview() -> JSON:
+    q = Queries("=~")
+    layout = Layout()
+    headline_stats(layout, q)
+    layout.row("Traffic")
+    by_model = f"{JOB}, {PROVIDER}, {MODEL}"
+    for title, description, targets, unit, stack, links in (
+        (
+            "Streams/s by outcome",
+            "complete, incomplete (consumer stopped early), interrupted (cancelled), suspended, error.",
+            [prometheus_target(q.rate(FINISHED, by=OUTCOME), f"{{{{{OUTCOME}}}}}")],
+            "reqps",
+            True,
+            None,
+        ),
+        (
+            "Streams/s by model",
+            "Click a series to open its drill-down dashboard.",
+            [prometheus_target(q.rate(FINISHED, by=by_model), f"{{{{{MODEL}}}}} ({{{{{PROVIDER}}}}}, {{{{{JOB}}}}})")],
+            "reqps",
+            False,
+            [DRILL_DOWN_LINK],
+        ),
+        (
+            "Error and interruption rate by model",
+            "Share of each model's streams that failed, or were cancelled or abandoned.",
+            [
+                prometheus_target(q.ratio(n.OUTCOME_ERROR, by=MODEL), f"errors {{{{{MODEL}}}}}"),
+                prometheus_target(q.ratio(INTERRUPTED, by=MODEL), f"interrupted {{{{{MODEL}}}}}"),
+            ],
+            "percentunit",
+            False,
+            None,
+        ),
+        (
+            "Errors/s by error type",
+            "Failed streams by error.type (exception class or HTTP status class).",
+            [prometheus_target(q.rate(DURATION + "_count", f'{ERROR_TYPE}!=""', ERROR_TYPE), f"{{{{{ERROR_TYPE}}}}}")],
+            "reqps",
+            True,
+            None,
+        ),
+        (
+            "Streams in flight by model",
+            "Streams opened and not finished yet.",
+            [prometheus_target(f"sum by ({MODEL}) ({q.select(ACTIVE)})", f"{{{{{MODEL}}}}}")],
+            "short",
+            True,
+            None,
+        ),
+        (
+            "p95 time to first chunk by model",
+            "95th percentile time to first chunk, per model.",
+            [prometheus_target(q.quantile(0.95, TTFC, by=MODEL), f"{{{{{MODEL}}}}}")],
+            "s",
+            False,
+            None,
+        ),
+    ):
+        layout.add(timeseries(title, description, targets, unit=unit, stack=stack, links=links), 12, 8)
+    latency_panels(layout, q)
+    token_panels(layout, q, 8)
+    layout.add(
+        timeseries(
+            "Output tokens/s by model",
+            "Output token throughput per model (streamscope.usage.output_tokens).",
+            [prometheus_target(q.rate(USAGE_COUNTERS[1][1], by=MODEL), f"{{{{{MODEL}}}}}")],
+            unit="short",
+        ),
+        8,
+        8,
+    )
+    events_and_policy(layout, q)
+    layout.collapsed_row(
+        "Traces (needs a Tempo datasource)",
+        [
+            (
+                traces_table(
+                    "Failed, cancelled and abandoned streams",
+                    "Stream spans whose outcome is not complete; click a trace ID to open it.",
+                    '{ span.streamscope.stream.outcome != "complete" && span.gen_ai.provider.name =~ "$provider" '
+                    '&& span.gen_ai.request.model =~ "$model" }',
+                ),
+                WIDTH,
+                10,
+            )
+        ],
+    )
+    return dashboard(
+        uid=OVERVIEW_UID,
+        title="streamscope / Overview",
+        description="Pydantic AI streamed responses instrumented by streamscope: traffic, outcomes, latency, "
+        "tokens, stream events and policy violations.",
+        variables=variables(operator_multi=True),
+        layout=layout,
+        links=LINKS,
+    )
+
+
+def model_drilldown() -> JSON:
+    q = Queries("=")
+    layout = Layout()
+    headline_stats(layout, q)
+    layout.row("Outcomes and errors")
+    layout.add(
+        timeseries(
+            "Streams/s by outcome",
+            "How this model's streams ended.",
+            [prometheus_target(q.rate(FINISHED, by=OUTCOME), f"{{{{{OUTCOME}}}}}")],
+            unit="reqps",
+            stack=True,
+        ),
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Errors/s by error type",
+            "Failed streams of this model by error.type.",
+            [prometheus_target(q.rate(DURATION + "_count", f'{ERROR_TYPE}!=""', ERROR_TYPE), f"{{{{{ERROR_TYPE}}}}}")],
+            unit="reqps",
+            stack=True,
+        ),
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Streams/s by server",
+            "Which endpoint (server.address) served the streams.",
+            [prometheus_target(q.rate(FINISHED, by=SERVER), f"{{{{{SERVER}}}}}")],
+            unit="reqps",
+        ),
+        8,
+        8,
+    )
+    latency_panels(layout, q)
+    layout.add(
+        timeseries(
+            "Mean stream duration: successful vs failed",
+            "Average duration of streams that succeeded and of those that failed.",
+            [
+                prometheus_target(q.mean(DURATION, f'{ERROR_TYPE}=""'), "successful"),
+                prometheus_target(q.mean(DURATION, f'{ERROR_TYPE}!=""'), "failed"),
+            ],
+            unit="s",
+        ),
+        12,
+        8,
+    )
+    token_panels(layout, q, 12)
+    events_and_policy(layout, q)
+    layout.collapsed_row(
+        "Traces (needs a Tempo datasource)",
+        [
+            (
+                traces_table(
+                    "Recent streams of this model",
+                    "Stream spans of this provider and model; click a trace ID to open it.",
+                    '{ span.gen_ai.provider.name = "$provider" && span.gen_ai.request.model = "$model" '
+                    '&& span.streamscope.stream.outcome != "" }',
+                ),
+                12,
+                10,
+            ),
+            (
+                traces_table(
+                    "Failed, cancelled and abandoned streams of this model",
+                    "Stream spans of this model whose outcome is not complete.",
+                    '{ span.gen_ai.provider.name = "$provider" && span.gen_ai.request.model = "$model" '
+                    '&& span.streamscope.stream.outcome != "complete" }',
+                ),
+                12,
+                10,
+            ),
+        ],
+    )
+    return dashboard(
+        uid=MODEL_UID,
+        title="streamscope / Model",
+        description="One provider and model: outcomes, errors, latency percentiles, tokens, stream events and "
+        "policy violations, with links to its traces.",
+        variables=variables(operator_multi=False),
+        layout=layout,
+        links=LINKS,
+    )
+
+
+PROVISIONING_DASHBOARDS = """\
+# Grafana provisioning: load streamscope's dashboards from files. Copy this file to
+# /etc/grafana/provisioning/dashboards/ and the dashboards' JSON files to the `path` below.
+apiVersion: 1
+providers:
+  - name: streamscope
+    folder: streamscope
+    type: file
+    disableDeletion: false
+    allowUiUpdates: true
+    updateIntervalSeconds: 60
+    options:
+      path: /var/lib/grafana/dashboards/streamscope
+      foldersFromFilesStructure: false
+"""
+
+PROVISIONING_DATASOURCES = """\
+# Example Grafana datasources for streamscope's dashboards; adjust the URLs. Copy to
+# /etc/grafana/provisioning/datasources/. The dashboards pick their Prometheus and Tempo datasources through
+# the `datasource` and `tempo` variables, so existing datasources work as well.
+apiVersion: 1
+datasources:
+  - name: Prometheus
+    uid: prometheus
+    type: prometheus
+    access: proxy
+    url: http://prometheus:9090
+    isDefault: true
+    jsonData:
+      # Exemplars on the latency panels link to the trace that produced them (Prometheus must store
+      # exemplars: --enable-feature=exemplar-storage, and receive them, e.g. over OTLP).
+      exemplarTraceIdDestinations:
+        - name: trace_id
+          datasourceUid: tempo
+  - name: Tempo
+    uid: tempo
+    type: tempo
+    access: proxy
+    url: http://tempo:3200
+"""
+
+
+def render() -> dict[str, str]:
+    """File name (relative to dashboards/) → content."""
+
+    def dump(data: JSON) -> str:
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    return {
+        "streamscope-overview.json": dump(overview()),
+        "streamscope-model.json": dump(model_drilldown()),
+        "provisioning/dashboards.yaml": PROVISIONING_DASHBOARDS,
+        "provisioning/datasources.yaml": PROVISIONING_DATASOURCES,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate streamscope's Grafana dashboards.")
+    parser.add_argument("--check", action="store_true", help="only report files that differ; exit 1 if any")
+    args = parser.parse_args(argv)
+    stale: list[str] = []
+    for name, content in render().items():
+        path = HERE / name
+        if path.exists() and path.read_text() == content:
+            continue
+        stale.append(name)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+    verb = "differ from the generator" if args.check else "written"
+    print(f"{len(stale)} file(s) {verb}: {', '.join(stale) or '-'}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Exporter factories for `configure()`: OTLP over HTTP or gRPC, console, and a Prometheus /metrics endpoint.
+
+The exporters live in optional extras, imported only when asked for; a missing one raises an `ImportError`
+that names the extra to install. Endpoints, headers, timeouts, compression and certificates not given here
+are read by the OTLP exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*`` variables.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, MetricReader
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+
+Signal = Literal["traces", "metrics", "logs"]
+Protocol = Literal["grpc", "http/protobuf"]
+
+# (module, class) of each OTLP exporter, per protocol and signal.
+_OTLP: dict[Protocol, dict[Signal, tuple[str, str]]] = {
+    "http/protobuf": {
+        "traces": ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+        "metrics": ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
+        "logs": ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
+    },
+    "grpc": {
+        "traces": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "OTLPSpanExporter"),
+        "metrics": ("opentelemetry.exporter.otlp.proto.grpc.metric_exporter", "OTLPMetricExporter"),
+        "logs": ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
+    },
+}
+_EXTRA: dict[Protocol, str] = {"http/protobuf": "otlp-http", "grpc": "otlp-grpc"}
+
+
+def _import(module: str, name: str, extra: str, what: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as error:
+        raise ImportError(
+            f"{what} needs the {extra!r} extra: pip install 'streamscope[{extra}]' (missing: {error.name or module})"
+        ) from error
+
+
+def otlp_endpoint_for(signal: Signal, protocol: Protocol, endpoint: str) -> str:
+    """The exporter URL for a base `endpoint`, as ``OTEL_EXPORTER_OTLP_ENDPOINT`` is read: HTTP appends
+    ``/v1/<signal>``, gRPC takes the address as it is."""
+    return f"{endpoint.rstrip('/')}/v1/{signal}" if protocol == "http/protobuf" else endpoint
+
+
+def otlp_exporter(signal: Signal, protocol: Protocol, endpoint: str | None) -> Any:
+    """An OTLP exporter for `signal`; without an `endpoint`, the exporter reads it from the environment."""
+    module, name = _OTLP[protocol][signal]
+    exporter_class = _import(module, name, _EXTRA[protocol], f"OTLP {signal} export over {protocol}")
+    if endpoint is None:
+        return exporter_class()
+    return exporter_class(endpoint=otlp_endpoint_for(signal, protocol, endpoint))
+
+
+def span_exporter(kind: str, protocol: Protocol, endpoint: str | None) -> SpanExporter:
+    if kind == "console":
+        return ConsoleSpanExporter(out=sys.stdout)  # today's stdout, not the one at import time
+    return otlp_exporter("traces", protocol, endpoint)
+
+
+def metric_exporter(kind: str, protocol: Protocol, endpoint: str | None) -> MetricExporter:
+    if kind == "console":
+        return ConsoleMetricExporter(out=sys.stdout)
+    return otlp_exporter("metrics", protocol, endpoint)
+
+
+def log_exporter(kind: str, protocol: Protocol, endpoint: str | None) -> LogRecordExporter:
+    if kind == "console":
+        return ConsoleLogRecordExporter(out=sys.stdout)
+    return otlp_exporter("logs", protocol, endpoint)
+
+
+@dataclass(eq=False)
+class PrometheusEndpoint:
+    """A Prometheus metric reader and the HTTP server that serves it on ``/metrics``."""
+
+    reader: MetricReader
+    host: str
+    port: int
+    _server: Any
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def prometheus_endpoint(host: str, port: int) -> PrometheusEndpoint:
+    """Register a `PrometheusMetricReader` and serve it on http://host:port/metrics (port 0: any free port)."""
+    what = "The Prometheus /metrics endpoint"
+    reader_class = _import("opentelemetry.exporter.prometheus", "PrometheusMetricReader", "prometheus", what)
+    start_http_server = _import("prometheus_client", "start_http_server", "prometheus", what)
+    reader: Any = reader_class()
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except BaseException:
+        reader.shutdown()  # unregister its collector, so a later attempt can register again
+        raise
+    return PrometheusEndpoint(reader, host, server.server_address[1], server, thread)

@@ -1,0 +1,393 @@
+"""`streamscope.configure()`: argument and environment handling, exporters per signal and protocol, the Prometheus
+endpoint, shutdown, and missing extras. (Export to real servers: test_export_phoenix.py and
+test_dashboards_prometheus.py.)"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+import streamscope
+from streamscope import _exporters
+from streamscope._configure import _exporter_names, _protocol
+
+pytestmark = pytest.mark.anyio
+
+OTEL_ENV = (
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_LOGS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_PROMETHEUS_HOST",
+    "OTEL_EXPORTER_PROMETHEUS_PORT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+)
+
+
+QUIET: dict[str, Any] = {"traces": "none", "metrics": "none", "logs": "none", "set_global": False}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in OTEL_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def configurations() -> Iterator[list[streamscope.Configuration]]:
+    """Configurations made by a test, shut down after it even when it fails."""
+    made: list[streamscope.Configuration] = []
+    yield made
+    for configuration in made:
+        configuration.shutdown()
+
+
+async def words(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
+    for word in ("one", " two", " three"):
+        yield word
+
+
+async def stream_once(model_name: str = "counter") -> None:
+    async with Agent(FunctionModel(stream_function=words, model_name=model_name)).run_stream("count") as result:
+        await result.get_output()
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """The real exporters configure() builds, per signal, recorded as they are made."""
+    made: dict[str, list[Any]] = {"traces": [], "metrics": [], "logs": []}
+    for signal, factory in (("traces", "span_exporter"), ("metrics", "metric_exporter"), ("logs", "log_exporter")):
+        original = getattr(_exporters, factory)
+
+        def record(*args: Any, _original: Any = original, _signal: str = signal) -> Any:
+            exporter = _original(*args)
+            made[_signal].append(exporter)
+            return exporter
+
+        monkeypatch.setattr(_exporters, factory, record)
+    return made
+
+
+# --- arguments and the environment -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"traces": "jaeger"}, "unknown traces exporter(s) 'jaeger' in 'traces'"),
+        ({"traces": "prometheus"}, "unknown traces exporter(s) 'prometheus'"),
+        ({"logs": ["otlp", "zipkin"]}, "unknown logs exporter(s) 'zipkin'"),
+        ({"metrics": "none,otlp"}, "'none' cannot be combined"),
+        ({"metrics": ["otlp", "otlp"]}, "duplicate metrics exporter"),
+        ({"otlp_protocol": "http/json"}, "do not support http/json"),
+        ({"otlp_protocol": "udp"}, "otlp_protocol must be 'http/protobuf' or 'grpc'"),
+        ({"otlp_endpoint": " "}, "otlp_endpoint must be a non-empty URL"),
+        ({"metrics": "prometheus", "prometheus_port": 70000}, "prometheus_port must be a port number"),
+        ({"metrics": "prometheus", "prometheus_port": True}, "prometheus_port must be a port number"),
+        ({"metrics": "prometheus", "prometheus_host": ""}, "prometheus_host must be a host name"),
+        ({"prometheus_port": 9464}, "'prometheus' is not a metrics exporter"),
+        ({"metric_export_interval": 0}, "metric_export_interval must be a positive number"),
+        ({"span_events": "some"}, "span_events must be one of"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        streamscope.configure(**{**QUIET, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tracer_provider": object()}, "configure\\(\\) builds the providers itself"),
+        ({"instrument": False, "capture_content": True}, "need instrument=True"),
+        ({"traces": 3}, "traces must be an exporter name or a list"),
+        ({"colour": "blue"}, "unknown streamscope option"),
+    ],
+)
+def test_bad_argument_types_raise_type_error(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        streamscope.configure(**{**QUIET, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "unknown traces exporter(s) 'zipkin' in OTEL_TRACES_EXPORTER"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL must be"),
+        ({"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "http"}, "must be a port number"),
+    ],
+)
+def test_bad_environment_values_raise_value_error(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kwargs: dict[str, Any] = {"logs": "none", "set_global": False}
+        if "OTEL_TRACES_EXPORTER" not in env:
+            kwargs["traces"] = "none"
+        streamscope.configure(**kwargs)
+
+
+def test_exporter_names_come_from_the_argument_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _exporter_names("traces", None) == ["otlp"]  # the specification's default
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", " Prometheus , console ")
+    assert _exporter_names("metrics", None) == ["prometheus", "console"]
+    assert _exporter_names("metrics", "otlp") == ["otlp"]
+    assert _exporter_names("logs", "none") == []
+    assert _exporter_names("logs", []) == []
+
+
+def test_protocol_comes_from_the_argument_then_the_signal_then_the_general_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _protocol("traces", None) == "http/protobuf"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    assert _protocol("traces", None) == "grpc"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+    assert _protocol("traces", None) == "http/protobuf"
+    assert _protocol("metrics", None) == "grpc"
+    assert _protocol("metrics", "http/protobuf") == "http/protobuf"
+
+
+def test_otlp_exporters_per_signal_and_protocol(
+    monkeypatch: pytest.MonkeyPatch, configurations: list[streamscope.Configuration], built: dict[str, list[Any]]
+) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    configurations.append(streamscope.configure(set_global=False, instrument=False))
+    assert [type(e) for e in built["traces"]] == [GrpcSpans]
+    assert [type(e) for e in built["logs"]] == [GrpcLogs]
+    assert [type(e) for e in built["metrics"]] == [HttpMetrics]
+    assert built["metrics"][0]._endpoint == "http://127.0.0.1:1/v1/metrics"  # the exporter read the variable
+
+
+def test_otlp_endpoint_argument_is_a_base_url_like_the_variable(
+    configurations: list[streamscope.Configuration], built: dict[str, list[Any]]
+) -> None:
+    configuration = streamscope.configure(
+        traces=["otlp", "console"],
+        metrics="otlp",
+        logs="otlp",
+        otlp_endpoint="http://127.0.0.1:1/",
+        metric_export_interval=30,
+        set_global=False,
+        instrument=False,
+    )
+    configurations.append(configuration)
+    assert built["traces"][0]._endpoint == "http://127.0.0.1:1/v1/traces"
+    assert isinstance(built["traces"][1], ConsoleSpanExporter)
+    assert built["logs"][0]._endpoint == "http://127.0.0.1:1/v1/logs"
+    assert built["metrics"][0]._endpoint == "http://127.0.0.1:1/v1/metrics"
+    (reader,) = configuration.meter_provider._metric_readers
+    assert isinstance(reader, PeriodicExportingMetricReader)
+    assert reader._export_interval_millis == 30_000
+    assert _exporters.otlp_endpoint_for("traces", "grpc", "http://127.0.0.1:4317") == "http://127.0.0.1:4317"
+
+
+def test_resource_from_environment_and_arguments(
+    monkeypatch: pytest.MonkeyPatch, configurations: list[streamscope.Configuration]
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,team=chat")
+    configuration = streamscope.configure(
+        traces="none", metrics="none", logs="none", set_global=False, instrument=False
+    )
+    configurations.append(configuration)
+    attributes = dict(configuration.tracer_provider.resource.attributes)
+    assert attributes["service.name"] == "from-env"
+    assert attributes["deployment.environment"] == "staging"
+    assert attributes["team"] == "chat"
+    assert configuration.meter_provider._sdk_config.resource is configuration.tracer_provider.resource
+    assert configuration.logger_provider.resource is configuration.tracer_provider.resource
+
+    explicit = streamscope.configure(
+        traces="none",
+        metrics="none",
+        logs="none",
+        service_name="explicit",
+        resource_attributes={"team": "search"},
+        set_global=False,
+        instrument=False,
+    )
+    configurations.append(explicit)
+    attributes = dict(explicit.tracer_provider.resource.attributes)
+    assert (attributes["service.name"], attributes["team"]) == ("explicit", "search")  # arguments win
+    assert attributes["deployment.environment"] == "staging"
+
+
+# --- console exporters end to end ---------------------------------------------------------------------
+async def test_console_exporters_receive_the_stream(
+    capfd: pytest.CaptureFixture[str], built: dict[str, list[Any]]
+) -> None:
+    with streamscope.configure(
+        traces="console", metrics="console", logs="console", service_name="console-test", set_global=False
+    ):
+        assert isinstance(built["traces"][0], ConsoleSpanExporter)
+        assert isinstance(built["metrics"][0], ConsoleMetricExporter)
+        assert isinstance(built["logs"][0], ConsoleLogRecordExporter)
+        await stream_once()
+    output = capfd.readouterr().out  # shutdown flushed everything
+    assert '"name": "chat counter"' in output
+    assert '"streamscope.stream.outcome": "complete"' in output
+    assert '"name": "streamscope.streams.finished"' in output
+    assert '"service.name": "console-test"' in output
+    assert not streamscope.StreamscopeInstrumentor().is_instrumented_by_opentelemetry  # shutdown undid it
+
+
+async def test_instrumentation_options_are_passed_on(capfd: pytest.CaptureFixture[str]) -> None:
+    with streamscope.configure(
+        traces="console", metrics="none", logs="none", set_global=False, capture_content=True, span_events="coalesce"
+    ):
+        await stream_once()
+    output = capfd.readouterr().out
+    assert '"streamscope.content": "one"' in output
+    assert '"name": "streamscope.stream.part_deltas"' in output
+
+
+# --- Prometheus endpoint ------------------------------------------------------------------------------
+async def test_prometheus_endpoint_serves_metrics_and_stops(configurations: list[streamscope.Configuration]) -> None:
+    configuration = streamscope.configure(
+        traces="none",
+        logs="none",
+        metrics="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        service_name="prometheus-test",
+        set_global=False,
+    )
+    configurations.append(configuration)
+    assert configuration.prometheus_address is not None
+    host, port = configuration.prometheus_address
+    assert host == "127.0.0.1"
+    assert port > 0
+    await stream_once("metered")
+    text = await anyio.to_thread.run_sync(fetch, f"http://127.0.0.1:{port}/metrics")
+    assert 'target_info{service_instance_id="' in text
+    assert 'service_name="prometheus-test"' in text
+    assert 'streamscope_streams_finished_total{gen_ai_operation_name="chat"' in text
+    assert 'gen_ai_request_model="metered"' in text
+    assert "gen_ai_client_operation_duration_seconds_bucket{" in text
+    configuration.shutdown()
+    configuration.shutdown()  # idempotent
+    with pytest.raises(urllib.error.URLError):
+        await anyio.to_thread.run_sync(fetch, f"http://127.0.0.1:{port}/metrics")
+
+
+def test_prometheus_address_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, configurations: list[streamscope.Configuration]
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "0")
+    configuration = streamscope.configure(traces="none", logs="none", set_global=False, instrument=False)
+    configurations.append(configuration)
+    assert configuration.prometheus_address is not None
+    assert configuration.prometheus_address[0] == "127.0.0.1"
+
+
+def prometheus_only(port: int, **kwargs: Any) -> streamscope.Configuration:
+    return streamscope.configure(
+        traces="none",
+        logs="none",
+        metrics="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=port,
+        set_global=False,
+        **kwargs,
+    )
+
+
+def test_prometheus_port_in_use_fails_cleanly(configurations: list[streamscope.Configuration]) -> None:
+    first = prometheus_only(0, instrument=False)
+    configurations.append(first)
+    assert first.prometheus_address is not None
+    with pytest.raises(OSError, match="in use"):
+        prometheus_only(first.prometheus_address[1])
+    assert not streamscope.StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    # The failed attempt unregistered its collector: a new endpoint can register one again.
+    configurations.append(prometheus_only(0, instrument=False))
+
+
+# --- instrumentation and globals ----------------------------------------------------------------------
+def test_refuses_to_instrument_twice(configurations: list[streamscope.Configuration]) -> None:
+    configurations.append(streamscope.configure(traces="none", metrics="none", logs="none", set_global=False))
+    with pytest.raises(RuntimeError, match="already instrumented"):
+        streamscope.configure(traces="none", metrics="none", logs="none", set_global=False)
+    configurations.append(
+        streamscope.configure(traces="none", metrics="none", logs="none", set_global=False, instrument=False)
+    )
+
+
+def test_set_global_in_a_fresh_process() -> None:
+    """Global providers can be set once per process, so this runs in a child process."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from opentelemetry import _logs, metrics, trace
+        import streamscope
+        from tests.test_configure import stream_once
+
+        configuration = streamscope.configure(traces="console", metrics="none", logs="none", service_name="g")
+        assert trace.get_tracer_provider() is configuration.tracer_provider
+        assert metrics.get_meter_provider() is configuration.meter_provider
+        assert _logs.get_logger_provider() is configuration.logger_provider
+        asyncio.run(stream_once("global"))
+        configuration.shutdown()
+        try:
+            streamscope.configure(traces="none", metrics="none", logs="none")
+        except RuntimeError as error:
+            print("second:", error)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert '"name": "chat global"' in result.stdout
+    assert "second: a global TracerProvider, MeterProvider, LoggerProvider is already set" in result.stdout
+
+
+# --- missing extras -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("module", "kwargs", "extra"),
+    [
+        ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", {"otlp_protocol": "grpc"}, "otlp-grpc"),
+        ("opentelemetry.exporter.otlp.proto.http.trace_exporter", {}, "otlp-http"),
+        ("opentelemetry.exporter.prometheus", {"traces": "none", "metrics": "prometheus"}, "prometheus"),
+    ],
+)
+def test_missing_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch, module: str, kwargs: dict[str, Any], extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if the package were not installed
+    with pytest.raises(ImportError, match=rf"needs the '{extra}' extra: pip install 'streamscope\[{extra}\]'"):
+        options: dict[str, Any] = {**QUIET, "traces": "otlp", **kwargs}
+        streamscope.configure(**options)
+    assert not streamscope.StreamscopeInstrumentor().is_instrumented_by_opentelemetry
