@@ -9,7 +9,7 @@ from opentelemetry.util.types import AttributeValue
 
 from . import _names as n
 from ._options import Options
-from ._safety import report_internal_error
+from ._safety import internal_logger
 
 Attributes = dict[str, AttributeValue]
 
@@ -96,24 +96,21 @@ def captured_content(text: str, options: Options) -> tuple[str, bool] | None:
     if options.redact is not None:
         try:
             text = options.redact(text)
-        except Exception:
-            report_internal_error("running the redaction hook (content dropped)")
+        except Exception as error:
+            # No traceback: the hook's exception may carry the very content it was meant to redact.
+            internal_logger.warning(
+                "streamscope's redaction hook raised %s; the content was dropped", type(error).__qualname__
+            )
             return None
         if not isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-            report_internal_error_type(text)
+            internal_logger.warning(
+                "streamscope's redaction hook returned %s, not a str; the content was dropped", type(text).__qualname__
+            )
             return None
     limit = options.max_content_length
     if len(text) > limit:
         return text[:limit], True
     return text, False
-
-
-def report_internal_error_type(value: object) -> None:
-    """Report a redaction hook that returned something other than a str."""
-    try:
-        raise TypeError(f"redact must return a str, got {type(value).__name__}")
-    except TypeError:
-        report_internal_error("running the redaction hook (content dropped)")
 
 
 def add_content(attributes: Attributes, event: object, options: Options) -> None:

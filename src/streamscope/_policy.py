@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from types import FrameType
 from typing import Any
 
@@ -47,6 +48,14 @@ def _model_of(frame: FrameType | None) -> Any:
     return None
 
 
+@contextlib.contextmanager
+def _reporting(what: str) -> Generator[None]:
+    try:
+        yield
+    except Exception:
+        report_internal_error(what)
+
+
 def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameType | None) -> None:
     """Report one denial: OTel log record, stdlib log record, counter, and an event on the current span."""
     site_attributes, call_site = _call_site(caller)
@@ -66,20 +75,24 @@ def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameTy
         attributes[n.POLICY_MODEL_CLASS] = model_class
     # Denied while streamscope opens a stream: the event belongs on that stream's span.
     span = opening_span() or trace.get_current_span()
-    span.add_event(n.POLICY_VIOLATION_EVENT, attributes)
-    telemetry.logger.emit(
-        event_name=n.POLICY_VIOLATION_EVENT,
-        severity_number=SeverityNumber.WARN,
-        severity_text="WARN",
-        body=f"Model request denied by check_allow_model_requests at {call_site}: {message}",
-        attributes=attributes,
-        context=trace.set_span_in_context(span, otel_context.get_current()),
-    )
+    # Each channel on its own: one failing (a raising log pipeline, say) must not silence the others.
+    with _reporting("adding a policy-violation span event"):
+        span.add_event(n.POLICY_VIOLATION_EVENT, attributes)
+    with _reporting("emitting a policy-violation log record"):
+        telemetry.logger.emit(
+            event_name=n.POLICY_VIOLATION_EVENT,
+            severity_number=SeverityNumber.WARN,
+            severity_text="WARN",
+            body=f"Model request denied by check_allow_model_requests at {call_site}: {message}",
+            attributes=attributes,
+            context=trace.set_span_in_context(span, otel_context.get_current()),
+        )
     counter_attributes: Attributes = {n.POLICY_NAME: n.POLICY_ALLOW_MODEL_REQUESTS}
     for key in (n.GEN_AI_PROVIDER_NAME, n.GEN_AI_REQUEST_MODEL):
         if key in attributes:
             counter_attributes[key] = attributes[key]
-    telemetry.metrics.policy_violations.add(1, counter_attributes)
+    with _reporting("counting a policy violation"):
+        telemetry.metrics.policy_violations.add(1, counter_attributes)
     policy_logger.warning(
         "Policy violation: model request denied (%s) for %s %s at %s",
         message,

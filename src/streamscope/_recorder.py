@@ -160,7 +160,6 @@ class StreamRecorder:
     def _finish(self, end_reason: str, error: BaseException | None) -> None:
         end_ns = time.perf_counter_ns()
         telemetry = self.telemetry
-        span = self.span
         self.flush_usage()
         response = _safe_get(self.stream)
         state = getattr(response, "state", None)
@@ -201,6 +200,17 @@ class StreamRecorder:
         if error is not None:
             attributes[n.ERROR_TYPE] = error_type(error)
 
+        try:
+            self._end_span(end_ns, attributes, kind_counts, error)
+        except Exception:
+            report_internal_error("ending a stream span")
+        # Metrics are recorded whatever happened to the span (a span processor may raise in on_end).
+        self._record_metrics(end_ns, outcome, error, usage, kind_counts)
+
+    def _end_span(
+        self, end_ns: int, attributes: Attributes, kind_counts: dict[str, int], error: BaseException | None
+    ) -> None:
+        span = self.span
         if span.is_recording():
             emitted, coalesced = self._materialise_span_events()
             for kind, count in kind_counts.items():
@@ -218,7 +228,6 @@ class StreamRecorder:
             if isinstance(sdk_dropped, int) and sdk_dropped:
                 span.set_attribute(n.STREAM_EVENTS_SDK_DROPPED, sdk_dropped)
         span.end(end_time=self.start_wall_ns + (end_ns - self.start_ns))
-        self._record_metrics(end_ns, outcome, error, usage, kind_counts)
 
     def _record_metrics(
         self,

@@ -1,0 +1,571 @@
+"""Faults in the telemetry pipeline never reach the user's stream.
+
+Each test breaks one part of the pipeline with real SDK parts (or a real OTLP/HTTP exporter) and checks that the
+stream still yields exactly what the uninstrumented stream yields, and that a failure inside streamscope is
+reported on the `streamscope.internal` logger (failures the SDK itself contains are reported by the SDK's loggers).
+
+Covered: a span exporter that raises, blocks, or points at a closed port (real `OTLPSpanExporter`, metric and
+log exporters); a span processor raising in `on_start`/`on_end`; a meter provider raising when asked for a meter or
+whose instruments raise; an OTel logger raising while a policy violation is recorded; a redaction hook raising or
+returning a non-string. Export never blocks the stream: with a `BatchSpanProcessor` whose exporter is stuck, streams
+run as fast as without one (while the same exporter behind a `SimpleSpanProcessor` visibly stalls them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import anyio
+import pydantic_ai.models
+import pytest
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.metrics import (
+    CallbackT,
+    Counter,
+    Histogram,
+    Meter,
+    NoOpCounter,
+    NoOpHistogram,
+    NoOpMeter,
+    NoOpMeterProvider,
+    ObservableCounter,
+    ObservableUpDownCounter,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
+from opentelemetry.util.types import Attributes
+from pydantic_ai.models import Model
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+import streamscope
+from tests.conftest import Otel
+from tests.helpers_reliability import (
+    ACTIVE,
+    END_REASON,
+    EVENTS_TOTAL,
+    FINISHED,
+    MODES,
+    OUTCOME,
+    OtlpCollector,
+    ScriptedError,
+    StreamResult,
+    closed_port,
+    drain,
+    instrumented_as,
+    metric_total,
+    open_stream,
+    pydantic_ai_left_as_it_was,
+    scripted_model,
+)
+from tests.openai_server import OpenAIStubServer
+
+pytestmark = pytest.mark.anyio
+
+INTERNAL = "streamscope.internal"
+
+
+@pytest.fixture(autouse=True)
+def _pydantic_ai_restored() -> Iterator[None]:
+    with pydantic_ai_left_as_it_was():
+        yield
+
+
+# --- broken parts ---------------------------------------------------------------------------------------------------
+class InjectedError(Exception):
+    """The injected fault."""
+
+
+class RaisingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        raise InjectedError("exporter down")
+
+
+class BlockingExporter(SpanExporter):
+    """Blocks every export until released (or `hold_for` seconds pass); counts what it was given."""
+
+    def __init__(self, hold_for: float | None = None) -> None:
+        self.hold_for = hold_for
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        if self.hold_for is not None:
+            time.sleep(self.hold_for)
+        else:
+            self.released.wait(timeout=30)
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+class RaisingProcessor(SpanProcessor):
+    def __init__(self, *, on_start: bool = False, on_end: bool = False) -> None:
+        self.raise_on_start = on_start
+        self.raise_on_end = on_end
+        self.raised = 0
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if self.raise_on_start:
+            self.raised += 1
+            raise InjectedError("on_start")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.raise_on_end:
+            self.raised += 1
+            raise InjectedError("on_end")
+
+
+class RaisingCounter(NoOpCounter):
+    def add(self, amount: int | float, attributes: Attributes = None, context: Any = None) -> None:
+        raise InjectedError("counter")
+
+
+class RaisingHistogram(NoOpHistogram):
+    def record(self, amount: int | float, attributes: Attributes = None, context: Any = None) -> None:
+        raise InjectedError("histogram")
+
+
+class RaisingInstrumentsMeter(NoOpMeter):
+    """Hands out synchronous instruments that raise on every measurement."""
+
+    def create_counter(self, name: str, unit: str = "", description: str = "") -> Counter:
+        return RaisingCounter(name)
+
+    def create_histogram(self, name: str, unit: str = "", description: str = "", **kwargs: Any) -> Histogram:
+        return RaisingHistogram(name)
+
+
+class RaisingInstrumentsMeterProvider(NoOpMeterProvider):
+    def get_meter(
+        self, name: str, version: str | None = None, schema_url: str | None = None, attributes: Attributes = None
+    ) -> Meter:
+        return RaisingInstrumentsMeter(name)
+
+
+class RaisingObservablesMeter(NoOpMeter):
+    """Refuses to create observable instruments."""
+
+    def create_observable_counter(
+        self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
+    ) -> ObservableCounter:
+        raise InjectedError("observable counter")
+
+    def create_observable_up_down_counter(
+        self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
+    ) -> ObservableUpDownCounter:
+        raise InjectedError("observable up-down counter")
+
+
+class RaisingMeterProvider(NoOpMeterProvider):
+    def __init__(self, meter: Callable[[str], Meter] | None = None) -> None:
+        self.meter = meter
+
+    def get_meter(
+        self, name: str, version: str | None = None, schema_url: str | None = None, attributes: Attributes = None
+    ) -> Meter:
+        if self.meter is None:
+            raise InjectedError("get_meter")
+        return self.meter(name)
+
+
+# --- helpers --------------------------------------------------------------------------------------------------------
+def assert_same_stream(result: StreamResult, expected: StreamResult) -> None:
+    assert result.events == expected.events
+    assert result.response == expected.response
+    if expected.error is None:
+        assert result.error is None
+    else:
+        assert type(result.error) is type(expected.error)
+        assert str(result.error) == str(expected.error)
+
+
+def injected(records: list[logging.LogRecord]) -> list[BaseException]:
+    """The exceptions streamscope reported, in order."""
+    found: list[BaseException] = []
+    for record in records:
+        assert record.name == INTERNAL
+        assert record.levelno >= logging.WARNING
+        assert record.exc_info is not None and record.exc_info[1] is not None
+        found.append(record.exc_info[1])
+    return found
+
+
+def assert_complete_span(otel: Otel) -> None:
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert attributes[OUTCOME] == "complete"
+    assert attributes[END_REASON] == "exhausted"
+    assert int(str(attributes[EVENTS_TOTAL])) > 0
+
+
+# --- span exporters and processors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("processor", ["simple", "batch"])
+async def test_exporter_raising(otel: Otel, mode: str, processor: str) -> None:
+    expected = await drain(scripted_model())
+    exporter = RaisingExporter()
+    span_processor = SimpleSpanProcessor(exporter) if processor == "simple" else BatchSpanProcessor(exporter)
+    otel.tracer_provider.add_span_processor(span_processor)
+    with instrumented_as(mode, scripted_model(), **otel.providers) as model:
+        result = await drain(model)
+        span_processor.force_flush()
+    assert_same_stream(result, expected)
+    assert exporter.calls >= 1  # the fault really happened (the SDK contains and logs it)
+    assert_complete_span(otel)  # the other exporter still got the whole span
+    assert metric_total(otel, FINISHED, streamscope__stream__outcome="complete") == 1
+    assert metric_total(otel, ACTIVE) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_span_processor_raising_on_start(otel: Otel, internal_errors: list[logging.LogRecord], mode: str) -> None:
+    expected = await drain(scripted_model())
+    raising = RaisingProcessor(on_start=True)
+    otel.tracer_provider.add_span_processor(raising)
+    with instrumented_as(mode, scripted_model(), **otel.providers) as model:
+        result = await drain(model)
+    assert_same_stream(result, expected)
+    # Process-wide, the `__aiter__` safety net tries once more for the stream `request_stream` could not mark.
+    assert 1 <= raising.raised <= (2 if mode == "process-wide" else 1)
+    assert [str(e) for e in injected(internal_errors)] == ["on_start"] * raising.raised
+    assert metric_total(otel, ACTIVE) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ending", ["drain", "break", "provider error"])
+async def test_span_processor_raising_on_end(
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str, ending: str
+) -> None:
+    def model_for() -> Model:
+        return scripted_model(fail_at=3 if ending == "provider error" else None)
+
+    async def consume(model: Model) -> StreamResult:
+        if ending != "break":
+            return await drain(model)
+        result = StreamResult([], None)
+        async with open_stream(model) as stream:
+            async for event in stream:
+                result.events.append(event)
+                break
+        return result
+
+    expected = await consume(model_for())
+    raising = RaisingProcessor(on_end=True)
+    otel.tracer_provider.add_span_processor(raising)  # after the exporter's processor: that one still sees the span
+    with instrumented_as(mode, model_for(), **otel.providers) as model:
+        result = await consume(model)
+    assert_same_stream(result, expected)
+    if ending == "provider error":
+        assert isinstance(result.error, ScriptedError)
+    assert raising.raised == 1
+    assert [str(e) for e in injected(internal_errors)] == ["on_end"]
+    span = otel.one_stream_span()
+    attributes = dict(span.attributes or {})
+    assert (
+        attributes[END_REASON] == {"drain": "exhausted", "break": "consumer_closed", "provider error": "error"}[ending]
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_span_processor_raising_on_end_still_counts_the_stream(
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str
+) -> None:
+    otel.tracer_provider.add_span_processor(RaisingProcessor(on_end=True))
+    with instrumented_as(mode, scripted_model(), **otel.providers) as model:
+        await drain(model)
+    assert injected(internal_errors)
+    assert metric_total(otel, ACTIVE) == 0
+    assert metric_total(otel, FINISHED, streamscope__stream__outcome="complete") == 1
+    assert otel.metrics()["gen_ai.client.operation.duration"][0][1].count == 1
+
+
+# --- export never blocks the stream ---------------------------------------------------------------------------------
+async def _timed_streams(model: Model, count: int) -> list[float]:
+    durations: list[float] = []
+    for _ in range(count):
+        started = time.perf_counter()
+        result = await drain(model)
+        durations.append(time.perf_counter() - started)
+        assert result.error is None
+    return durations
+
+
+async def test_a_stuck_exporter_behind_a_simple_processor_stalls_the_stream(otel: Otel) -> None:
+    """The control for the next tests: this measurement does see an exporter on the stream's path."""
+    hold = 0.3
+    otel.tracer_provider.add_span_processor(SimpleSpanProcessor(BlockingExporter(hold_for=hold)))
+    model = streamscope.instrument(scripted_model(), **otel.providers)
+    (duration,) = await _timed_streams(model, 1)
+    assert duration >= hold
+
+
+async def test_batch_processor_with_a_stuck_exporter_never_blocks_the_stream(otel: Otel) -> None:
+    exporter = BlockingExporter()
+    batch = BatchSpanProcessor(exporter, schedule_delay_millis=10, max_export_batch_size=1)
+    otel.tracer_provider.add_span_processor(batch)
+    model = streamscope.instrument(scripted_model(words=20), **otel.providers)
+    try:
+        await _timed_streams(model, 1)
+        assert exporter.entered.wait(timeout=10)  # the exporter thread is now stuck in export()
+        with anyio.fail_after(10):  # a stream waiting on the exporter would never finish
+            durations = await _timed_streams(model, 50)
+        assert not exporter.released.is_set()
+        assert max(durations) < 0.25, durations
+        assert sum(durations) < 2.0, sum(durations)
+    finally:
+        exporter.released.set()
+    assert batch.force_flush(timeout_millis=10_000)
+    assert exporter.exported == 51
+    assert len(otel.stream_spans()) == 51
+
+
+async def test_batch_processor_with_a_stuck_otlp_collector_never_blocks_the_stream(otel: Otel) -> None:
+    with OtlpCollector() as collector:
+        collector.hold()
+        batch = BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=collector.endpoint("traces"), timeout=20),
+            schedule_delay_millis=10,
+            max_export_batch_size=1,
+        )
+        otel.tracer_provider.add_span_processor(batch)
+        model = streamscope.instrument(scripted_model(words=20), **otel.providers)
+        await _timed_streams(model, 1)
+        assert collector.arrived.wait(timeout=10)  # the real exporter is now waiting on the collector
+        with anyio.fail_after(10):
+            durations = await _timed_streams(model, 30)
+        assert max(durations) < 0.25, durations
+        collector.release()
+        assert batch.force_flush(timeout_millis=20_000)
+        exported = [ExportTraceServiceRequest.FromString(r.body) for r in collector.requests("traces")]
+    names = [
+        span.name
+        for request in exported
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    assert names == ["chat scripted"] * 31  # nothing lost once the collector answers
+
+
+async def test_otlp_exporters_pointing_at_a_closed_port(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real OTLP/HTTP exporters for spans, metrics and logs, all pointing at a port nothing listens on."""
+    port = closed_port()
+
+    def endpoint(signal: str) -> str:
+        return f"http://127.0.0.1:{port}/v1/{signal}"
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint("traces"), timeout=0.5), schedule_delay_millis=10)
+    )
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=endpoint("metrics"), timeout=0.5), export_interval_millis=20
+    )
+    meter_provider = MeterProvider(metric_readers=[reader])
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint("logs"), timeout=0.5), schedule_delay_millis=10)
+    )
+    providers: dict[str, Any] = {
+        "tracer_provider": tracer_provider,
+        "meter_provider": meter_provider,
+        "logger_provider": logger_provider,
+    }
+    expected = await drain(scripted_model())
+    expected_failure = await drain(scripted_model(fail_at=2))
+    caplog.set_level(logging.WARNING)
+    streamscope.instrument(**providers)
+    try:
+        started = time.perf_counter()
+        with anyio.fail_after(10):
+            for _ in range(20):
+                assert_same_stream(await drain(scripted_model()), expected)
+                assert_same_stream(await drain(scripted_model(fail_at=2)), expected_failure)
+            # A policy violation, so the log exporter has something to send.
+            monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+            denied = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=endpoint(""), api_key="test-key"))
+            with pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"):
+                await drain_or_raise(denied)
+        elapsed = time.perf_counter() - started
+    finally:
+        streamscope.uninstrument()
+    assert elapsed < 5, elapsed  # every export failed in the background; no stream waited for one
+    shutdown_started = time.perf_counter()
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+    logger_provider.shutdown()
+    assert time.perf_counter() - shutdown_started < 30
+    # The SDK's exporters did try, failed, and said so (on their loggers, not by raising).
+    exporter_warnings = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
+    assert exporter_warnings, [r.name for r in caplog.records]
+    assert not [r for r in caplog.records if r.name == INTERNAL]
+
+
+async def drain_or_raise(model: Model) -> None:
+    async with open_stream(model) as stream:
+        async for _ in stream:
+            pass
+
+
+# --- meter provider -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+async def test_meter_provider_whose_instruments_raise(
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str
+) -> None:
+    expected = await drain(scripted_model())
+    providers = {**otel.providers, "meter_provider": RaisingInstrumentsMeterProvider()}
+    with instrumented_as(mode, scripted_model(), **providers) as model:
+        results = [await drain(model) for _ in range(3)]
+    for result in results:
+        assert_same_stream(result, expected)
+    errors = injected(internal_errors)
+    assert errors and all(isinstance(e, InjectedError) for e in errors)
+    # Tracing does not depend on metrics: every span is whole.
+    spans = otel.stream_spans()
+    assert len(spans) == 3
+    for span in spans:
+        attributes = dict(span.attributes or {})
+        assert attributes[OUTCOME] == "complete"
+        assert attributes[EVENTS_TOTAL] == len(expected.events)
+        assert span.status.status_code is StatusCode.UNSET
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault", ["get_meter", "observable instruments"])
+async def test_meter_provider_raising_at_instrument_time(
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str, fault: str
+) -> None:
+    expected = await drain(scripted_model())
+    meter_provider = RaisingMeterProvider(None if fault == "get_meter" else RaisingObservablesMeter)
+    with instrumented_as(mode, scripted_model(), **{**otel.providers, "meter_provider": meter_provider}) as model:
+        result = await drain(model)
+    assert_same_stream(result, expected)
+    assert all(isinstance(e, InjectedError) for e in injected(internal_errors))
+    assert internal_errors
+    assert_complete_span(otel)  # spans still work without metrics
+
+
+# --- the OTel logger raising while a policy violation is recorded ---------------------------------------------------
+class RaisingLoggerProvider(LoggerProvider):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emitted = 0
+
+    def get_logger(self, *args: Any, **kwargs: Any) -> Any:
+        provider = self
+        logger = super().get_logger(*args, **kwargs)
+
+        class RaisingLogger(type(logger)):  # type: ignore[misc]
+            def emit(self, *a: Any, **k: Any) -> None:
+                provider.emitted += 1
+                raise InjectedError("log emit")
+
+        logger.__class__ = RaisingLogger
+        return logger
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIStubServer]:
+    with OpenAIStubServer() as stub:
+        yield stub
+
+
+async def test_logger_raising_while_recording_a_denial(
+    otel: Otel, internal_errors: list[logging.LogRecord], server: OpenAIStubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger_provider = RaisingLoggerProvider()
+    model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS") as raw:
+        await drain_or_raise(model)
+    with (
+        instrumented_as("process-wide", model, **{**otel.providers, "logger_provider": logger_provider}),
+        pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS") as denied,
+    ):
+        await drain_or_raise(model)
+    assert type(denied.value) is RuntimeError
+    assert str(denied.value) == str(raw.value)
+    assert logger_provider.emitted == 1
+    assert [str(e) for e in injected(internal_errors)] == ["log emit"]
+    span = otel.one_stream_span()
+    assert dict(span.attributes or {})[OUTCOME] == "error"
+    assert metric_total(otel, ACTIVE) == 0
+    assert server.requests == []
+
+
+async def test_logger_raising_still_counts_and_logs_the_denial(
+    otel: Otel,
+    internal_errors: list[logging.LogRecord],
+    server: OpenAIStubServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with (
+        instrumented_as("process-wide", model, **{**otel.providers, "logger_provider": RaisingLoggerProvider()}),
+        pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"),
+    ):
+        await drain_or_raise(model)
+    assert internal_errors
+    assert metric_total(otel, "streamscope.policy.violations") == 1
+    assert len([r for r in caplog.records if r.name == "streamscope.policy"]) == 1
+
+
+# --- redaction hook -------------------------------------------------------------------------------------------------
+def _raising_hook(text: str) -> str:
+    raise InjectedError("redaction")
+
+
+def _non_str_hook(text: str) -> str:
+    return None  # type: ignore[return-value]  # a broken hook
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("span_events", ["all", "coalesce"])
+@pytest.mark.parametrize("hook", [_raising_hook, _non_str_hook], ids=["raises", "returns None"])
+async def test_redaction_hook_failing(
+    otel: Otel,
+    internal_errors: list[logging.LogRecord],
+    mode: str,
+    span_events: str,
+    hook: Callable[[str], str],
+) -> None:
+    expected = await drain(scripted_model())
+    options: dict[str, Any] = {"capture_content": True, "redact": hook, "span_events": span_events}
+    with instrumented_as(mode, scripted_model(), **otel.providers, **options) as model:
+        result = await drain(model)
+    assert_same_stream(result, expected)
+    assert internal_errors
+    # Reported without a traceback: the hook's exception may carry the content it was meant to redact.
+    expected_word = "InjectedError" if hook is _raising_hook else "NoneType"
+    for record in internal_errors:
+        assert record.name == INTERNAL
+        assert record.levelno == logging.WARNING
+        assert record.exc_info is None
+        assert expected_word in record.getMessage()
+        assert "content was dropped" in record.getMessage()
+    span = otel.one_stream_span()
+    events = [dict(event.attributes or {}) for event in span.events]
+    assert events and all("streamscope.content" not in event for event in events)
+    assert any("streamscope.content.length" in event for event in events)  # nothing else was lost
+    assert dict(span.attributes or {})[OUTCOME] == "complete"

@@ -1,0 +1,331 @@
+"""Policy violations under concurrency, on every path, and with instrumentation layered (extends test_policy.py).
+
+- Denials on every path (`request_stream`, `request`, `Agent.run_stream`, `Agent.run`, `Agent.run_sync`, `Agent.iter`)
+  from many asyncio tasks and from threads running event loops of their own are each recorded exactly once — one
+  OTel log record, one `streamscope.policy` warning, one counter increment — and each is still raised to its caller
+  as the very `RuntimeError` that `check_allow_model_requests` raised.
+- A denial is recorded once however many layers instrument the model: `instrument(model)` on top of process-wide
+  instrumentation, and Pydantic AI's own `InstrumentedModel` around it.
+- Allowed requests record nothing, even when the policy flips to deny while they are streaming: the streams already
+  open finish normally, and only the requests made after the flip are violations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pydantic_ai.models
+import pytest
+from opentelemetry.trace import StatusCode
+from pydantic_ai import Agent
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+import streamscope
+from tests.conftest import Otel
+from tests.helpers_reliability import (
+    OUTCOME,
+    messages,
+    metric_total,
+    open_stream,
+    pydantic_ai_left_as_it_was,
+)
+from tests.openai_server import OpenAIStubServer, StubResponse
+
+pytestmark = pytest.mark.anyio
+
+MESSAGE = "Model requests are not allowed, since ALLOW_MODEL_REQUESTS is False"
+VIOLATION = "streamscope.policy.violation"
+VIOLATIONS = "streamscope.policy.violations"
+POLICY_LOGGER = "streamscope.policy"
+
+
+@pytest.fixture(autouse=True)
+def _pydantic_ai_restored() -> Iterator[None]:
+    with pydantic_ai_left_as_it_was():
+        yield
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIStubServer]:
+    with OpenAIStubServer() as stub:
+        yield stub
+
+
+@pytest.fixture
+def policy_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.WARNING, logger=POLICY_LOGGER)
+    return caplog
+
+
+def openai_model(server: OpenAIStubServer) -> OpenAIChatModel:
+    return OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+
+
+def denials(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    return [r for r in records if r.name == POLICY_LOGGER]
+
+
+def violation_logs(otel: Otel) -> list[Any]:
+    return [r.log_record for r in otel.logs() if r.log_record.event_name == VIOLATION]
+
+
+def raised_by_the_policy(error: BaseException) -> bool:
+    """The very RuntimeError `check_allow_model_requests` raised: its innermost frame is that function's."""
+    if type(error) is not RuntimeError or str(error) != MESSAGE:
+        return False
+    traceback = error.__traceback__
+    assert traceback is not None
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    code = traceback.tb_frame.f_code
+    return code.co_name == "check_allow_model_requests" and Path(code.co_filename).parent.name == "models"
+
+
+# --- every path, from tasks and threads -------------------------------------------------------------------------------
+async def via_request_stream(model: Model) -> None:
+    async with open_stream(model) as stream:
+        async for _ in stream:
+            pass
+
+
+async def via_request(model: Model) -> None:
+    await model.request(messages(), None, ModelRequestParameters())
+
+
+async def via_run_stream(model: Model) -> None:
+    async with Agent(model).run_stream("hi") as result:
+        await result.get_output()
+
+
+async def via_run(model: Model) -> None:
+    await Agent(model).run("hi")
+
+
+async def via_iter(model: Model) -> None:
+    async with Agent(model).iter("hi") as run:
+        async for _ in run:
+            pass
+
+
+ASYNC_PATHS: dict[str, Callable[[Model], Awaitable[None]]] = {
+    "request_stream": via_request_stream,
+    "request": via_request,
+    "Agent.run_stream": via_run_stream,
+    "Agent.run": via_run,
+    "Agent.iter": via_iter,
+}
+STREAMING_PATHS = {"request_stream", "Agent.run_stream"}  # Agent.iter requests without streaming unless asked
+
+
+async def denied(path: str, model: Model) -> BaseException:
+    try:
+        await ASYNC_PATHS[path](model)
+    except RuntimeError as error:
+        return error
+    raise AssertionError(f"{path} was not denied")
+
+
+async def test_denials_on_every_path_from_tasks_and_threads_are_each_recorded_once(
+    instrumented: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rounds, threads = 12, 4
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    errors: list[BaseException] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads + 1)
+
+    def in_thread(number: int) -> None:
+        try:
+            model = openai_model(server)
+            start.wait(timeout=30)
+
+            async def run() -> list[BaseException]:
+                return list(
+                    await asyncio.gather(*(denied(path, model) for _ in range(rounds // 4) for path in ASYNC_PATHS))
+                )
+
+            found = asyncio.run(run()) if number % 2 else anyio.run(run)
+            # The synchronous API, on the thread's own event loop (closed here: Pydantic AI leaves it open).
+            with contextlib.closing(asyncio.new_event_loop()) as loop:
+                asyncio.set_event_loop(loop)
+                try:
+                    for _ in range(2):
+                        try:
+                            Agent(model).run_sync("hi")
+                        except RuntimeError as error:
+                            found.append(error)
+                finally:
+                    asyncio.set_event_loop(None)
+            with lock:
+                errors.extend(found)
+        except BaseException as error:  # reported below
+            with lock:
+                failures.append(error)
+
+    workers = [threading.Thread(target=in_thread, args=(i,), name=f"deny-{i}") for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    model = openai_model(server)
+    await anyio.to_thread.run_sync(start.wait, 30)
+    in_tasks = await asyncio.gather(*(denied(path, model) for _ in range(rounds) for path in ASYNC_PATHS))
+    for worker in workers:
+        await anyio.to_thread.run_sync(worker.join, 60)
+    assert failures == []
+    assert not any(worker.is_alive() for worker in workers)
+
+    per_thread = rounds // 4 * len(ASYNC_PATHS) + 2
+    every = [*in_tasks, *errors]
+    total = rounds * len(ASYNC_PATHS) + threads * per_thread
+    assert len(every) == total
+    assert all(raised_by_the_policy(error) for error in every)
+    assert len({id(error) for error in every}) == total  # one RuntimeError per request, none re-created or shared
+
+    # Each denial recorded exactly once, on every channel.
+    assert metric_total(instrumented, VIOLATIONS) == total
+    assert len(violation_logs(instrumented)) == total
+    assert len(denials(policy_log.records)) == total
+    # Streaming paths fail their own stream span, which carries the one violation event.
+    streaming = rounds * len(STREAMING_PATHS) + threads * (rounds // 4 * len(STREAMING_PATHS))
+    spans = instrumented.stream_spans()
+    assert len(spans) == streaming
+    for span in spans:
+        assert [event.name for event in span.events] == [VIOLATION, "exception"]
+        assert span.status.status_code is StatusCode.ERROR
+    assert metric_total(instrumented, "streamscope.streams.active") == 0
+    assert server.requests == []
+
+
+# --- layered instrumentation -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layers", ["instrument(model) inside process-wide", "InstrumentedModel around both"])
+@pytest.mark.parametrize("path", ["request_stream", "request", "Agent.run_stream"])
+async def test_a_denial_is_recorded_once_however_many_layers_instrument_the_model(
+    instrumented: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    layers: str,
+    path: str,
+) -> None:
+    model: Model = streamscope.instrument(openai_model(server), **instrumented.providers)
+    if layers == "InstrumentedModel around both":
+        model = InstrumentedModel(model, InstrumentationSettings(tracer_provider=instrumented.tracer_provider))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    error = await denied(path, model)
+    assert raised_by_the_policy(error)
+    assert metric_total(instrumented, VIOLATIONS) == 1
+    assert len(violation_logs(instrumented)) == 1
+    assert len(denials(policy_log.records)) == 1
+    events = [event.name for span in instrumented.spans() for event in span.events if event.name == VIOLATION]
+    # On the stream span, or on Pydantic AI's request span; a bare `request()` has no span to put it on.
+    spanned = path in STREAMING_PATHS or layers == "InstrumentedModel around both"
+    assert events == ([VIOLATION] if spanned else [])
+    if path in STREAMING_PATHS:
+        (span,) = instrumented.stream_spans()  # one stream span, not one per layer
+        assert dict(span.attributes or {})[OUTCOME] == "error"
+
+
+# --- allowed requests, and the policy flipping under load ------------------------------------------------------------
+async def test_allowed_streams_record_nothing_when_the_policy_flips_while_they_stream(
+    instrumented: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    allowed, later = 16, 16
+    server.default = StubResponse(text=("slow ", "and ", "steady"), delay=0.01)
+    model = openai_model(server)
+    opened = 0
+    all_open = anyio.Event()
+    outputs: list[str] = []
+
+    async def allowed_stream() -> None:
+        nonlocal opened
+        async with open_stream(model) as stream:
+            opened += 1
+            if opened == allowed:
+                all_open.set()
+            await all_open.wait()
+            async for _ in stream:
+                pass
+            outputs.append("".join(str(getattr(part, "content", "")) for part in stream.get().parts))
+
+    denied_errors: list[BaseException] = []
+
+    async def later_request(path: str) -> None:
+        denied_errors.append(await denied(path, model))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for _ in range(allowed):
+                group.start_soon(allowed_stream)
+            await all_open.wait()
+            # Every allowed stream is open and now streaming; from here on, requests are denied.
+            monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+            for number in range(later):
+                group.start_soon(later_request, "request_stream" if number % 2 else "request")
+
+    assert outputs == ["slow and steady"] * allowed
+    assert len(denied_errors) == later
+    assert all(raised_by_the_policy(error) for error in denied_errors)
+    assert len(server.requests) == allowed  # the denied requests never reached the network
+    assert metric_total(instrumented, VIOLATIONS) == later
+    assert len(violation_logs(instrumented)) == later
+    assert len(denials(policy_log.records)) == later
+    spans = instrumented.stream_spans()
+    complete = [s for s in spans if dict(s.attributes or {})[OUTCOME] == "complete"]
+    assert len(complete) == allowed
+    for span in complete:
+        assert VIOLATION not in [event.name for event in span.events]
+        assert span.status.status_code is StatusCode.UNSET
+    assert len(spans) == allowed + later // 2
+    assert metric_total(instrumented, "streamscope.streams.active") == 0
+
+
+async def test_allowed_requests_from_tasks_and_threads_record_nothing(
+    instrumented: Otel, server: OpenAIStubServer, policy_log: pytest.LogCaptureFixture
+) -> None:
+    threads, per_thread, tasks = 3, 2, 6
+    failures: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            model = openai_model(server)
+
+            async def run() -> None:
+                await asyncio.gather(*(ASYNC_PATHS[path](model) for path in ASYNC_PATHS for _ in range(per_thread)))
+
+            asyncio.run(run())
+        except BaseException as error:
+            failures.append(error)
+
+    workers = [threading.Thread(target=in_thread) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    model = openai_model(server)
+    await asyncio.gather(*(ASYNC_PATHS[path](model) for path in ASYNC_PATHS for _ in range(tasks)))
+    for worker in workers:
+        await anyio.to_thread.run_sync(worker.join, 60)
+    assert failures == []
+
+    total = len(ASYNC_PATHS) * (tasks + threads * per_thread)
+    assert len(server.requests) == total
+    assert instrumented.logs() == []
+    assert denials(policy_log.records) == []
+    assert metric_total(instrumented, VIOLATIONS) == 0
+    assert all(VIOLATION not in [e.name for e in span.events] for span in instrumented.spans())
+    outcomes = {str(dict(s.attributes or {})[OUTCOME]) for s in instrumented.stream_spans()}
+    assert outcomes == {"complete"}
