@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
@@ -33,20 +33,39 @@ class StreamscopeModel(WrapperModel):
         # Pydantic AI's InstrumentedModel inside us records token usage and time to first chunk itself.
         self.pydantic_ai_inside = any(isinstance(m, InstrumentedModel) for m in wrapper_chain(self.wrapped))
 
-    def request_stream(  # pyright: ignore[reportIncompatibleMethodOverride]
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-        run_context: Any = None,
-    ) -> AbstractAsyncContextManager[StreamedResponse]:
-        wrapped = self.wrapped
-        return InstrumentedRequestStream(
-            self.telemetry,
-            wrapped,
-            lambda: wrapped.request_stream(messages, model_settings, model_request_parameters, run_context),
-            pydantic_ai_inside=self.pydantic_ai_inside,
-        )
+    if TYPE_CHECKING:
+
+        def request_stream(  # pyright: ignore[reportIncompatibleMethodOverride]
+            self,
+            messages: list[ModelMessage],
+            model_settings: ModelSettings | None,
+            model_request_parameters: ModelRequestParameters,
+            run_context: Any = None,
+        ) -> AbstractAsyncContextManager[StreamedResponse]: ...
+
+
+def _request_stream(
+    self: StreamscopeModel,
+    messages: list[ModelMessage],
+    model_settings: ModelSettings | None,
+    model_request_parameters: ModelRequestParameters,
+    run_context: Any = None,
+) -> AbstractAsyncContextManager[StreamedResponse]:
+    """Open the wrapped model's stream as one instrumented span."""
+    wrapped = self.wrapped
+    return InstrumentedRequestStream(
+        self.telemetry,
+        wrapped,
+        lambda: wrapped.request_stream(messages, model_settings, model_request_parameters, run_context),
+        pydantic_ai_inside=self.pydantic_ai_inside,
+    )
+
+
+# Set after the class statement on purpose: Pydantic AI wraps every model class's own `request_stream` in two
+# more context managers when the class is created (a per-request download budget and special-token
+# restoring). The wrapped model's `request_stream` already has both, so here they would only add cost to
+# every stream's open and close.
+StreamscopeModel.request_stream = _request_stream  # type: ignore[method-assign]  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def wrapper_chain(model: Any) -> Iterator[Any]:
