@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +15,16 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic_ai.models import Model
 
 import streamscope
 from streamscope._safety import INTERNAL_LOGGER_NAME
+from tests.openai_server import OpenAIStubServer
 
-pytest_plugins = ["tests.servers"]  # the `phoenix` fixture: a real OTLP receiver
+# `phoenix` (a real OTLP receiver) and `pydantic_ai_restored` (uninstrument leaves Pydantic AI as it was).
+pytest_plugins = ["tests.servers", "tests.helpers_reliability"]
+
+Instrument = Callable[[Model], Model]
 
 
 @pytest.fixture
@@ -146,3 +151,34 @@ def _no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
     if "internal_errors" not in request.fixturenames and handler.records:
         details = "\n".join(f"{r.getMessage()}\n{r.exc_text or ''}" for r in handler.records)
         pytest.fail(f"streamscope reported internal errors:\n{details}")
+
+
+@pytest.fixture(params=["explicit", "process_wide"])
+def instrument(request: pytest.FixtureRequest, otel: Otel) -> Instrument:
+    """Instrument a model explicitly, or (lazily, so a baseline can run first) the whole process."""
+    if request.param == "explicit":
+        return lambda model: streamscope.instrument(model, **otel.providers)
+
+    def process_wide(model: Model) -> Model:
+        request.getfixturevalue("instrumented")
+        return model
+
+    return process_wide
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIStubServer]:
+    """A loopback server speaking the OpenAI Chat Completions protocol, for one test."""
+    with OpenAIStubServer() as stub:
+        yield stub
+
+
+@pytest.fixture(autouse=True)
+def _no_use_of_ended_spans(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A span ended twice (or changed after its end) makes the OTel SDK log a warning: none may appear."""
+    caplog.set_level(logging.WARNING, logger="opentelemetry.sdk.trace")
+    yield
+    misuses = [
+        r.getMessage() for r in caplog.records if r.name == "opentelemetry.sdk.trace" and "ended span" in r.getMessage()
+    ]
+    assert misuses == []

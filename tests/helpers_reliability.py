@@ -32,6 +32,7 @@ from typing import Any, Self, cast
 
 import anyio
 import anyio.lowlevel
+import pytest
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
@@ -491,3 +492,10 @@ def pydantic_ai_left_as_it_was() -> Generator[PydanticAIState]:
     before = pydantic_ai_state()
     yield before
     assert_pydantic_ai_unchanged(before)
+
+
+@pytest.fixture
+def pydantic_ai_restored() -> Iterator[None]:
+    """Fail the test unless Pydantic AI is left exactly as it was (every patched attribute the same object)."""
+    with pydantic_ai_left_as_it_was():
+        yield

@@ -9,9 +9,8 @@ and time-to-first-chunk histograms are recorded once.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,7 @@ from pydantic_ai.models.instrumented import InstrumentationSettings, Instrumente
 from pydantic_ai.models.test import TestModel as PydanticTestModel  # aliased: pytest would try to collect `Test*`
 
 import streamscope
-from tests.conftest import Otel, sum_value
+from tests.conftest import Instrument, Otel, sum_value
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +53,6 @@ PROMPT = "What is the answer?"
 STREAM_EVENT_PREFIX = "streamscope.stream."
 EVENT_KINDS = ("part_start", "part_delta", "part_end", "final_result")
 MODEL_STREAM_EVENTS = (PartStartEvent, PartDeltaEvent, PartEndEvent, FinalResultEvent)
-
-Instrument = Callable[[Model], Model]
 
 
 # --- models and agents ----------------------------------------------------------------------------------------------
@@ -183,30 +180,6 @@ PATHS: dict[str, Callable[[Model, AgentFactory], Awaitable[Observed]]] = {
     "iter": via_iter,
 }
 AGENT_PATHS = ("run_stream", "run_stream_events", "iter")
-
-
-@pytest.fixture(params=["explicit", "process_wide"])
-def instrument(request: pytest.FixtureRequest, otel: Otel) -> Instrument:
-    """Instrument a model explicitly, or (lazily, so a baseline can run first) the whole process."""
-    if request.param == "explicit":
-        return lambda model: streamscope.instrument(model, **otel.providers)
-
-    def process_wide(model: Model) -> Model:
-        request.getfixturevalue("instrumented")
-        return model
-
-    return process_wide
-
-
-@pytest.fixture(autouse=True)
-def _no_use_of_ended_spans(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """A span ended twice (or changed after its end) makes the OTel SDK log a warning: none may appear."""
-    caplog.set_level(logging.WARNING, logger="opentelemetry.sdk.trace")
-    yield
-    misuses = [
-        r.getMessage() for r in caplog.records if r.name == "opentelemetry.sdk.trace" and "ended span" in r.getMessage()
-    ]
-    assert misuses == []
 
 
 # --- helpers --------------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import gc
 import itertools
 import random
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -37,11 +36,10 @@ from tests.helpers_reliability import (
     SpanLedger,
     metric_total,
     open_stream,
-    pydantic_ai_left_as_it_was,
     scripted_model,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
 STREAMS = 1000
 
@@ -60,12 +58,6 @@ ENDINGS: dict[str, tuple[str, str]] = {
     "asyncio Task.cancel()": ("task_cancelled", "interrupted"),
 }
 CANCELLED_BY_THE_EVENT_LOOP = ("anyio cancel scope", "anyio timeout", "asyncio Task.cancel()")
-
-
-@pytest.fixture(autouse=True)
-def _pydantic_ai_restored() -> Iterator[None]:
-    with pydantic_ai_left_as_it_was():
-        yield
 
 
 class ConsumerError(Exception):

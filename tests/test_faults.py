@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -67,20 +67,13 @@ from tests.helpers_reliability import (
     instrumented_as,
     metric_total,
     open_stream,
-    pydantic_ai_left_as_it_was,
     scripted_model,
 )
 from tests.openai_server import OpenAIStubServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
 INTERNAL = "streamscope.internal"
-
-
-@pytest.fixture(autouse=True)
-def _pydantic_ai_restored() -> Iterator[None]:
-    with pydantic_ai_left_as_it_was():
-        yield
 
 
 # --- broken parts ---------------------------------------------------------------------------------------------------
@@ -480,12 +473,6 @@ class RaisingLoggerProvider(LoggerProvider):
 
         logger.__class__ = RaisingLogger
         return logger
-
-
-@pytest.fixture
-def server() -> Iterator[OpenAIStubServer]:
-    with OpenAIStubServer() as stub:
-        yield stub
 
 
 async def test_logger_raising_while_recording_a_denial(

@@ -13,7 +13,7 @@ Tool-call ids are given explicitly, so two runs of one script are deterministic;
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,17 +38,10 @@ from tests.helpers_reliability import (
     make_otel,
     metric_total,
     open_stream,
-    pydantic_ai_left_as_it_was,
     shutdown_otel,
 )
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _pydantic_ai_restored() -> Iterator[None]:
-    with pydantic_ai_left_as_it_was():
-        yield
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
 
 # --- the scripts ----------------------------------------------------------------------------------------------------

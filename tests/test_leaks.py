@@ -15,7 +15,7 @@ import asyncio
 import gc
 import sys
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -33,22 +33,15 @@ from tests.helpers_reliability import (
     SpanLedger,
     instrumented_as,
     open_stream,
-    pydantic_ai_left_as_it_was,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
 BATCHES = 10
 BATCH = 1_000
 TRACED = 9  # tracemalloc traces the last batch only (it slows allocation ~6x); block counts cover every batch
 TOLERANCE = 32 * 1024  # bytes the last 1,000 streams may leave traced: ~33 a stream, less than any leaked object
 BLOCK_TOLERANCE = 1_000  # allocated blocks over the last 7,000 streams: fewer than one per 7 streams
-
-
-@pytest.fixture(autouse=True)
-def _pydantic_ai_restored() -> Iterator[None]:
-    with pydantic_ai_left_as_it_was():
-        yield
 
 
 async def _words(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +17,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import ToolDefinition
 
 import streamscope
-from tests.conftest import Otel, sum_value
+from tests.conftest import Instrument, Otel, sum_value
 from tests.openai_server import OpenAIStubServer, RecordedRequest, StubToolCall, StubUsage
 
 pytestmark = pytest.mark.anyio
@@ -49,8 +48,6 @@ DROPPED_ERROR_TYPES = (
 PROMPT = "Say hello."
 STREAM_EVENT_PREFIX = "streamscope.stream."
 EVENT_KINDS = ("part_start", "part_delta", "part_end", "final_result")
-
-Instrument = Callable[[Model], Model]
 
 
 @pytest.fixture(scope="module")
@@ -81,29 +78,6 @@ def stub(stub_server: OpenAIStubServer) -> Iterator[Stub]:
     assert stub_server.pending == 0
     yield Stub(stub_server, len(stub_server.requests))
     assert stub_server.pending == 0, "a scripted response was left unused"
-
-
-@pytest.fixture(params=["explicit", "process_wide"])
-def instrument(request: pytest.FixtureRequest, otel: Otel) -> Instrument:
-    if request.param == "explicit":
-        return lambda model: streamscope.instrument(model, **otel.providers)
-
-    def process_wide(model: Model) -> Model:
-        request.getfixturevalue("instrumented")
-        return model
-
-    return process_wide
-
-
-@pytest.fixture(autouse=True)
-def _no_use_of_ended_spans(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """A span ended twice (or changed after its end) makes the OTel SDK log a warning: none may appear."""
-    caplog.set_level(logging.WARNING, logger="opentelemetry.sdk.trace")
-    yield
-    misuses = [
-        r.getMessage() for r in caplog.records if r.name == "opentelemetry.sdk.trace" and "ended span" in r.getMessage()
-    ]
-    assert misuses == []
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,15 +206,6 @@ DENIALS = pytest.mark.parametrize("deny", [flag_false, overridden_false], ids=["
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-@pytest.fixture
-def server() -> Iterator[OpenAIStubServer]:
-    stub = OpenAIStubServer().start()
-    try:
-        yield stub
-    finally:
-        stub.stop()
-
-
 @pytest.fixture
 def policy_caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.WARNING, logger=POLICY_LOGGER)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +37,15 @@ from tests.helpers_reliability import (
     messages,
     metric_total,
     open_stream,
-    pydantic_ai_left_as_it_was,
 )
 from tests.openai_server import OpenAIStubServer, StubResponse
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
 MESSAGE = "Model requests are not allowed, since ALLOW_MODEL_REQUESTS is False"
 VIOLATION = "streamscope.policy.violation"
 VIOLATIONS = "streamscope.policy.violations"
 POLICY_LOGGER = "streamscope.policy"
-
-
-@pytest.fixture(autouse=True)
-def _pydantic_ai_restored() -> Iterator[None]:
-    with pydantic_ai_left_as_it_was():
-        yield
-
-
-@pytest.fixture
-def server() -> Iterator[OpenAIStubServer]:
-    with OpenAIStubServer() as stub:
-        yield stub
 
 
 @pytest.fixture

@@ -43,10 +43,10 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 import streamscope
-from tests.helpers_reliability import OtlpCollector, collect_logs, messages, open_stream, pydantic_ai_left_as_it_was
+from tests.helpers_reliability import OtlpCollector, collect_logs, messages, open_stream
 from tests.openai_server import OpenAIStubServer, StubToolCall
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
 API_KEY = "sk-apikey-secret-5e1f9a"
 BASIC_PASSWORD = "basic-password-secret-3b7c"
@@ -60,18 +60,6 @@ REQUEST_SIDE = (API_KEY, BASIC_PASSWORD, HEADER_SECRET, SYSTEM_SECRET, PROMPT_SE
 RESPONSE_SIDE = (ARGS_SECRET, COMPLETION_SECRET)
 SECRETS = (*REQUEST_SIDE, *RESPONSE_SIDE)
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-
-
-@pytest.fixture(autouse=True)
-def _pydantic_ai_restored() -> Iterator[None]:
-    with pydantic_ai_left_as_it_was():
-        yield
-
-
-@pytest.fixture
-def server() -> Iterator[OpenAIStubServer]:
-    with OpenAIStubServer() as stub:
-        yield stub
 
 
 @pytest.fixture

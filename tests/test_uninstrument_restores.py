@@ -16,7 +16,6 @@ import logging
 import random
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -62,12 +61,6 @@ def _flaky_redact(text: str) -> str:
 def lookup(key: str) -> str:
     """Look a key up."""
     return f"value of {key}"
-
-
-@pytest.fixture
-def server() -> Iterator[OpenAIStubServer]:
-    with OpenAIStubServer() as stub:
-        yield stub
 
 
 async def _ending(model: Model, rng: random.Random) -> None:

@@ -79,6 +79,10 @@ def _observable_counter(meter: Meter, name: str, unit: str, description: str) ->
     return sums
 
 
+def _histogram(meter: Meter, name: str, unit: str, description: str, buckets: tuple[float, ...]) -> Histogram:
+    return meter.create_histogram(name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets)
+
+
 def _create(meter: Meter) -> MetricInstruments:
     streams_active = Sums()
     meter.create_observable_up_down_counter(
@@ -88,29 +92,15 @@ def _create(meter: Meter) -> MetricInstruments:
         description="Streams opened and not yet finished.",
     )
     return MetricInstruments(
-        token_usage=meter.create_histogram(
-            n.METRIC_TOKEN_USAGE,
-            unit="{token}",
-            description=n.DESCRIPTION_TOKEN_USAGE,
-            explicit_bucket_boundaries_advisory=list(n.TOKEN_BUCKETS),
+        token_usage=_histogram(meter, n.METRIC_TOKEN_USAGE, "{token}", n.DESCRIPTION_TOKEN_USAGE, n.TOKEN_BUCKETS),
+        operation_duration=_histogram(
+            meter, n.METRIC_OPERATION_DURATION, "s", n.DESCRIPTION_OPERATION_DURATION, n.DURATION_BUCKETS
         ),
-        operation_duration=meter.create_histogram(
-            n.METRIC_OPERATION_DURATION,
-            unit="s",
-            description=n.DESCRIPTION_OPERATION_DURATION,
-            explicit_bucket_boundaries_advisory=list(n.DURATION_BUCKETS),
+        time_to_first_chunk=_histogram(
+            meter, n.METRIC_TIME_TO_FIRST_CHUNK, "s", n.DESCRIPTION_TIME_TO_FIRST_CHUNK, n.DURATION_BUCKETS
         ),
-        time_to_first_chunk=meter.create_histogram(
-            n.METRIC_TIME_TO_FIRST_CHUNK,
-            unit="s",
-            description=n.DESCRIPTION_TIME_TO_FIRST_CHUNK,
-            explicit_bucket_boundaries_advisory=list(n.DURATION_BUCKETS),
-        ),
-        time_per_output_chunk=meter.create_histogram(
-            n.METRIC_TIME_PER_OUTPUT_CHUNK,
-            unit="s",
-            description=n.DESCRIPTION_TIME_PER_OUTPUT_CHUNK,
-            explicit_bucket_boundaries_advisory=list(n.CHUNK_TIME_BUCKETS),
+        time_per_output_chunk=_histogram(
+            meter, n.METRIC_TIME_PER_OUTPUT_CHUNK, "s", n.DESCRIPTION_TIME_PER_OUTPUT_CHUNK, n.CHUNK_TIME_BUCKETS
         ),
         usage=tuple(
             (
