@@ -65,7 +65,6 @@ STREAM_EVENTS_EMITTED_PREFIX: Final = "streamscope.stream.events.emitted."
 STREAM_EVENTS_COALESCED_PREFIX: Final = "streamscope.stream.events.coalesced."
 STREAM_EVENTS_DROPPED_PREFIX: Final = "streamscope.stream.events.dropped."
 STREAM_EVENTS_SDK_DROPPED: Final = "streamscope.stream.events.sdk_dropped"
-STREAM_FIRST_CHUNK_TIMEOUT: Final = "streamscope.stream.first_chunk_seconds"
 
 OUTCOME_COMPLETE: Final = "complete"
 OUTCOME_INCOMPLETE: Final = "incomplete"
@@ -85,7 +84,6 @@ END_GARBAGE_COLLECTED: Final = "garbage_collected"
 STREAM_EVENT_PREFIX: Final = "streamscope.stream."  # + event kind, e.g. streamscope.stream.part_delta
 STREAM_DELTAS_EVENT: Final = "streamscope.stream.part_deltas"  # a run of coalesced deltas
 EVENT_KIND: Final = "streamscope.event.kind"
-EVENT_SEQUENCE: Final = "streamscope.event.sequence"
 EVENT_OFFSET_S: Final = "streamscope.event.offset_seconds"
 EVENT_PART_INDEX: Final = "streamscope.part.index"
 EVENT_PART_KIND: Final = "streamscope.part.kind"
@@ -133,7 +131,6 @@ METRIC_STREAM_EVENTS: Final = "streamscope.stream.events"
 METRIC_STREAMS_ACTIVE: Final = "streamscope.streams.active"
 METRIC_STREAMS_FINISHED: Final = "streamscope.streams.finished"
 METRIC_POLICY_VIOLATIONS: Final = "streamscope.policy.violations"
-METRIC_INTERNAL_ERRORS: Final = "streamscope.internal.errors"
 
 # `RequestUsage` field → (usage-delta counter, span attribute). Order is the order of emission.
 USAGE_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (

@@ -94,7 +94,6 @@ class StreamRecorder:
         self.finished = False
         self.iterated = False
         self.iterator: Any = None  # the instrumented iterator, once handed out
-        self.coalesce_trimmed = False
         self.first_ns = 0
         self.last_ns = 0
         self.counts: dict[Any, int] = {}  # event class -> count

@@ -118,7 +118,6 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
                 if len(runs) > keep_limit * 2:
                     # Keep memory flat: drop the middle runs the span could not hold anyway.
                     del runs[recorder.head_capacity : len(runs) - keep_limit]
-                    recorder.coalesce_trimmed = True
             if track_usage:
                 usage = stream._usage
                 if usage is not usage_seen and now >= next_flush:
