@@ -173,7 +173,7 @@ class StreamRecorder:
         if end_reason in _CANCELLABLE_ENDS and _cancelled(self.stream):
             end_reason = n.END_CANCEL_CALLED
 
-        kind_counts = {event_kind(cls): count for cls, count in self.counts.items()}
+        kind_counts = {event_kind(cls): count for cls, count in self.counts.items() if count}
         total = sum(kind_counts.values())
         usage = _read_usage(response if response is not None else self.stream)
         attributes: Attributes = {
@@ -245,9 +245,10 @@ class StreamRecorder:
             instruments.stream_events.add(count, (*key, (n.EVENT_KIND, kind)))
         duration_attributes = {**base, n.ERROR_TYPE: error_type(error)} if error is not None else base
         instruments.operation_duration.record((end_ns - self.start_ns) / 1e9, duration_attributes)
-        if self.first_ns and self.last_ns > self.first_ns:
+        last_ns = max(self.last_ns, self.tail[-1][0]) if self.tail else self.last_ns
+        if self.first_ns and last_ns > self.first_ns:
             chunks_after_first = sum(kind_counts.values()) - 1
-            instruments.time_per_output_chunk.record((self.last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
+            instruments.time_per_output_chunk.record((last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
         # Under Pydantic AI's own instrumentation, leave it the histograms it records: don't count twice.
         if self.first_ns and not (self.pydantic_parent and PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK):
             instruments.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, base)

@@ -38,28 +38,29 @@ def opening_span() -> Span | None:
 async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
     """Yield `source`'s events, keeping the first and last ones (with their time) for span events.
 
-    This is the per-event hot path: a clock read, a count, an append and an identity check of the usage.
+    This is the per-event hot path: a clock read, a count, an append and an identity check of the usage. It
+    runs in two loops so that the long second one (every event after the kept first ones) checks less; the
+    usage step is written out in both rather than called, for the same reason.
     """
     clock = time.perf_counter_ns
     counts = recorder.counts
-    keep_head = recorder.head.append
     head_room = recorder.head_capacity
+    keep_head = recorder.head.append
     keep_tail = recorder.tail.append if recorder.tail.maxlen else None
     stream = recorder.stream
     track_usage = hasattr(stream, "_usage")
     usage_seen = stream._usage if track_usage else None
-    usage_dirty = False
+    usage_pending = False  # usage grew since the last flush, which was too recent to flush again
     interval = recorder.usage_interval_ns
     next_flush = 0
-    first = True
     recorder.iterated = True
     try:
+        # The first events, kept whole; the first one's time is the time to first chunk.
         async for event in source:
             now = clock()
-            recorder.last_ns = now
-            if first:
+            if not recorder.first_ns:
                 recorder.first_ns = now
-                first = False
+            recorder.last_ns = now
             cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
             if head_room:
@@ -71,9 +72,38 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
                 usage = stream._usage
                 if usage is not usage_seen:
                     usage_seen = usage
-                    usage_dirty = True
-                if usage_dirty and now >= next_flush:
-                    usage_dirty = False
+                    if now >= next_flush:
+                        next_flush = now + interval
+                        recorder.flush_usage()
+                    else:
+                        usage_pending = True
+                elif usage_pending and now >= next_flush:
+                    usage_pending = False
+                    next_flush = now + interval
+                    recorder.flush_usage()
+            yield event
+            if not head_room:
+                break
+        # Every later event: only the last ones are kept (their last time is the end of the stream).
+        async for event in source:
+            now = clock()
+            cls = event.__class__
+            counts[cls] = counts.get(cls, 0) + 1
+            if keep_tail is not None:
+                keep_tail((now, event))
+            else:
+                recorder.last_ns = now
+            if track_usage:
+                usage = stream._usage
+                if usage is not usage_seen:
+                    usage_seen = usage
+                    if now >= next_flush:
+                        next_flush = now + interval
+                        recorder.flush_usage()
+                    else:
+                        usage_pending = True
+                elif usage_pending and now >= next_flush:
+                    usage_pending = False
                     next_flush = now + interval
                     recorder.flush_usage()
             yield event
