@@ -10,7 +10,6 @@ from collections import deque
 from typing import Any
 
 import anyio
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic_ai.models.instrumented import InstrumentationSettings
 
@@ -147,9 +146,9 @@ class StreamRecorder:
             with contextlib.suppress(Exception):
                 self.finish(n.END_GARBAGE_COLLECTED)
 
-    def finish_from_exception(self, error: BaseException, *, closed_by_consumer: bool = False) -> None:
+    def finish_from_exception(self, error: BaseException) -> None:
         """Finish after `error` ended the stream: task cancellation, consumer close, or a failure."""
-        if isinstance(error, GeneratorExit) or closed_by_consumer:
+        if isinstance(error, GeneratorExit):
             self.finish(n.END_TASK_CANCELLED if task_is_cancelling() else n.END_CONSUMER_CLOSED)
         elif isinstance(error, _cancelled_exception_types()):
             self.finish(n.END_TASK_CANCELLED)
@@ -337,8 +336,3 @@ def start_stream_span(
     """Start the CLIENT span of one stream, a child of the current span."""
     name = f"{n.OPERATION_CHAT} {request_model}" if request_model else n.OPERATION_CHAT
     return telemetry.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_wall_ns)
-
-
-def current_span() -> Span:
-    """The span current where the stream is being opened."""
-    return trace.get_current_span()

@@ -18,7 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, Span
 
 from . import _names as n
 from ._events import Attributes, content_of
-from ._recorder import StreamRecorder, current_span, start_stream_span, task_is_cancelling, under_pydantic_ai_span
+from ._recorder import StreamRecorder, start_stream_span, task_is_cancelling, under_pydantic_ai_span
 from ._safety import report_internal_error
 from ._telemetry import Telemetry
 
@@ -287,7 +287,7 @@ def begin(telemetry: Telemetry, model: Any, pydantic_ai_inside: bool = False) ->
     start_ns = time.perf_counter_ns()
     start_wall_ns = time.time_ns()
     request_model, span_attributes, metric_attributes = model_attributes(model)
-    pydantic_parent = pydantic_ai_inside or under_pydantic_ai_span(current_span())
+    pydantic_parent = pydantic_ai_inside or under_pydantic_ai_span(trace.get_current_span())
     span = start_stream_span(telemetry, request_model, span_attributes, start_wall_ns)
     return span, start_ns, start_wall_ns, metric_attributes, pydantic_parent
 
