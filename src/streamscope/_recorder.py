@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import time
 from collections import deque
 from typing import Any
@@ -101,6 +102,7 @@ class StreamRecorder:
         self.head_capacity = (capacity + 1) // 2
         self.head: list[Timed] = []
         self.tail: deque[Timed] = deque(maxlen=capacity - self.head_capacity)
+        self.latest: deque[Timed] = deque(maxlen=1)  # the latest event, when the tail keeps none
         # Coalesce mode: each kept entry is (start_ns, event, count, last_ns, content_length).
         self.runs: list[tuple[int, Any, int, int, int]] = []
         self.usage_reported: dict[str, int] = {}
@@ -244,7 +246,7 @@ class StreamRecorder:
             instruments.stream_events.add(count, (*key, (n.EVENT_KIND, kind)))
         duration_attributes = {**base, n.ERROR_TYPE: error_type(error)} if error is not None else base
         instruments.operation_duration.record((end_ns - self.start_ns) / 1e9, duration_attributes)
-        last_ns = max(self.last_ns, self.tail[-1][0]) if self.tail else self.last_ns
+        last_ns = max([self.last_ns, *(kept[-1][0] for kept in (self.tail, self.latest) if kept)])
         if self.first_ns and last_ns > self.first_ns:
             chunks_after_first = sum(kind_counts.values()) - 1
             instruments.time_per_output_chunk.record((last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
@@ -266,6 +268,7 @@ class StreamRecorder:
         """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""
         emitted: dict[str, int] = {}
         coalesced: dict[str, int] = {}
+        kinds: dict[type[Any], str] = {}
         options = self.telemetry.options
         if options.span_events == "coalesce":
             kept = self.runs[: self.head_capacity]
@@ -273,26 +276,21 @@ class StreamRecorder:
             if len(self.runs) > self.head_capacity and tail_room:
                 kept += self.runs[max(self.head_capacity, len(self.runs) - tail_room) :]
             for start_ns, event, count, last_ns, length in kept:
-                kind = event_kind(event.__class__)
+                kind = kinds.get(event.__class__) or kinds.setdefault(event.__class__, event_kind(event.__class__))
                 if count == 1:
-                    self._add_span_event(start_ns, event, None)
+                    self._add_span_event(start_ns, event, kind, None)
                     emitted[kind] = emitted.get(kind, 0) + 1
                 else:
-                    self._add_span_event(start_ns, event, (count, last_ns, length))
+                    self._add_span_event(start_ns, event, kind, (count, last_ns, length))
                     coalesced[kind] = coalesced.get(kind, 0) + count
         else:
-            for start_ns, event in self.head:
-                self._add_span_event(start_ns, event, None)
-                kind = event_kind(event.__class__)
-                emitted[kind] = emitted.get(kind, 0) + 1
-            for start_ns, event in self.tail:
-                self._add_span_event(start_ns, event, None)
-                kind = event_kind(event.__class__)
+            for start_ns, event in itertools.chain(self.head, self.tail):
+                kind = kinds.get(event.__class__) or kinds.setdefault(event.__class__, event_kind(event.__class__))
+                self._add_span_event(start_ns, event, kind, None)
                 emitted[kind] = emitted.get(kind, 0) + 1
         return emitted, coalesced
 
-    def _add_span_event(self, at_ns: int, event: Any, run: tuple[int, int, int] | None) -> None:
-        kind = event_kind(event.__class__)
+    def _add_span_event(self, at_ns: int, event: Any, kind: str, run: tuple[int, int, int] | None) -> None:
         attributes = describe(event)
         attributes[n.EVENT_KIND] = kind
         attributes[n.EVENT_OFFSET_S] = (at_ns - self.start_ns) / 1e9

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -15,6 +16,7 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Span
+from opentelemetry.util.types import AttributeValue
 
 from . import _names as n
 from ._events import Attributes, content_of
@@ -38,21 +40,19 @@ def opening_span() -> Span | None:
 async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
     """Yield `source`'s events, keeping the first and last ones (with their time) for span events.
 
-    This is the per-event hot path: a clock read, a count, an append and an identity check of the usage. It
-    runs in two loops so that the long second one (every event after the kept first ones) checks less; the
-    usage step is written out in both rather than called, for the same reason.
+    This is the per-event hot path: a clock read, a count, an append, and a comparison of the clock with
+    the time the usage is next due to be read. It runs in two loops so that the long second one (every event
+    after the kept first ones) does less.
     """
     clock = time.perf_counter_ns
     counts = recorder.counts
     head_room = recorder.head_capacity
     keep_head = recorder.head.append
-    keep_tail = recorder.tail.append if recorder.tail.maxlen else None
-    stream = recorder.stream
-    track_usage = hasattr(stream, "_usage")
-    usage_seen = stream._usage if track_usage else None
-    usage_pending = False  # usage grew since the last flush, which was too recent to flush again
+    # With no room for last events, only the latest one is kept: its time is the end of the stream.
+    keep_tail = recorder.tail.append if recorder.tail.maxlen else recorder.latest.append
+    flush_usage = recorder.flush_usage
     interval = recorder.usage_interval_ns
-    next_flush = 0
+    next_flush = recorder.start_ns + interval  # usage growth is recorded at most once per interval
     recorder.iterated = True
     try:
         # The first events, kept whole; the first one's time is the time to first chunk.
@@ -66,46 +66,23 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
             if head_room:
                 keep_head((now, event))
                 head_room -= 1
-            elif keep_tail is not None:
+            else:
                 keep_tail((now, event))
-            if track_usage:
-                usage = stream._usage
-                if usage is not usage_seen:
-                    usage_seen = usage
-                    if now >= next_flush:
-                        next_flush = now + interval
-                        recorder.flush_usage()
-                    else:
-                        usage_pending = True
-                elif usage_pending and now >= next_flush:
-                    usage_pending = False
-                    next_flush = now + interval
-                    recorder.flush_usage()
+            if now >= next_flush:
+                next_flush = now + interval
+                flush_usage()
             yield event
             if not head_room:
                 break
-        # Every later event: only the last ones are kept (their last time is the end of the stream).
+        # Every later event: only the last ones are kept.
         async for event in source:
             now = clock()
             cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
-            if keep_tail is not None:
-                keep_tail((now, event))
-            else:
-                recorder.last_ns = now
-            if track_usage:
-                usage = stream._usage
-                if usage is not usage_seen:
-                    usage_seen = usage
-                    if now >= next_flush:
-                        next_flush = now + interval
-                        recorder.flush_usage()
-                    else:
-                        usage_pending = True
-                elif usage_pending and now >= next_flush:
-                    usage_pending = False
-                    next_flush = now + interval
-                    recorder.flush_usage()
+            keep_tail((now, event))
+            if now >= next_flush:
+                next_flush = now + interval
+                flush_usage()
             yield event
     except BaseException as error:
         recorder.finish_from_exception(error)
@@ -121,11 +98,9 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
     counts = recorder.counts
     runs = recorder.runs
     keep_limit = recorder.head_capacity + (recorder.tail.maxlen or 0)
-    stream = recorder.stream
-    track_usage = hasattr(stream, "_usage")
-    usage_seen = stream._usage if track_usage else None
+    flush_usage = recorder.flush_usage
     interval = recorder.usage_interval_ns
-    next_flush = 0
+    next_flush = recorder.start_ns + interval
     run_index: int | None = None  # part index of the open run of deltas, if any
     recorder.iterated = True
     try:
@@ -148,12 +123,9 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
                 if len(runs) > keep_limit * 2:
                     # Keep memory flat: drop the middle runs the span could not hold anyway.
                     del runs[recorder.head_capacity : len(runs) - keep_limit]
-            if track_usage:
-                usage = stream._usage
-                if usage is not usage_seen and now >= next_flush:
-                    usage_seen = usage
-                    next_flush = now + interval
-                    recorder.flush_usage()
+            if now >= next_flush:
+                next_flush = now + interval
+                flush_usage()
             yield event
     except BaseException as error:
         recorder.finish_from_exception(error)
@@ -246,14 +218,21 @@ def _server_attributes(model: Any) -> Attributes:
         return {}
     if not isinstance(base_url, str) or not base_url:
         return {}
-    parts = urlsplit(base_url)
-    attributes: Attributes = {}
-    if parts.hostname:
-        attributes[n.SERVER_ADDRESS] = parts.hostname
-        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-        if port:
-            attributes[n.SERVER_PORT] = port
-    return attributes
+    return dict(_server_attributes_of_url(base_url))
+
+
+@functools.lru_cache(maxsize=256)
+def _server_attributes_of_url(base_url: str) -> tuple[tuple[str, AttributeValue], ...]:
+    """`server.address` and `server.port` of a base URL (parsed once per URL: streams reuse a few)."""
+    try:
+        parts = urlsplit(base_url)
+        hostname, port = parts.hostname, parts.port
+    except ValueError:  # not a URL (an out-of-range port, say): no server attributes
+        return ()
+    if not hostname:
+        return ()
+    port = port or {"https": 443, "http": 80}.get(parts.scheme)
+    return ((n.SERVER_ADDRESS, hostname), (n.SERVER_PORT, port)) if port else ((n.SERVER_ADDRESS, hostname),)
 
 
 def model_attributes(model: Any) -> tuple[str | None, Attributes, Attributes]:
