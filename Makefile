@@ -15,7 +15,7 @@ LOWEST := "pydantic-ai-slim[openai]==2.0.0" "opentelemetry-api==1.45.0" "opentel
           "opentelemetry-exporter-otlp-proto-http==1.45.0" "opentelemetry-exporter-otlp-proto-grpc==1.45.0" \
           "opentelemetry-exporter-prometheus==0.66b0" "prometheus-client==0.20.0" "opentelemetry-distro==0.66b0"
 
-.PHONY: demo test bench lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
+.PHONY: demo test bench bench-instructions lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/bench_streams.py
+
+bench-instructions: install
+	$(PY) benchmarks/instructions.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,8 @@ import gc
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -137,36 +139,53 @@ VARIANTS: dict[str, Callable[[Model, TracerProvider, MeterProvider], Any]] = {
 }
 
 
-async def measure_workload(name: str, factory: Callable[[], Model], repetitions: int) -> dict[str, Any]:
+WORKLOADS: dict[str, Callable[[], Model]] = {
+    "text, 2,000 deltas": lambda: text_stream(2_000),
+    "text, 20,000 deltas": lambda: text_stream(20_000),
+    "mixed thinking/text/tool-call, 2,000 deltas": lambda: mixed_stream(2_000),
+}
+
+
+async def measure_workload(name: str, repetitions: int) -> dict[str, list[float]]:
+    """µs/event of every variant, `repetitions` times, interleaved (so drift hits every variant alike)."""
     tracer_provider, meter_provider = providers()
-    models = {variant: build(factory(), tracer_provider, meter_provider) for variant, build in VARIANTS.items()}
+    models = {variant: build(WORKLOADS[name](), tracer_provider, meter_provider) for variant, build in VARIANTS.items()}
     samples: dict[str, list[float]] = {variant: [] for variant in models}
     for model in models.values():  # warm up
         await drain(model)
-    for _ in range(repetitions):  # interleaved, so drift hits every variant alike
+    for _ in range(repetitions):
         for variant, model in models.items():
             gc.collect()
             samples[variant].append(await per_event_us(model))
     tracer_provider.shutdown()
-    # Each repetition runs every variant back to back: the ratio to raw is taken within a repetition (so drift
-    # of the machine's speed cancels), then the median over repetitions.
-    baseline = statistics.median(samples["raw"])
+    return samples
 
-    def paired_ratio(variant: str) -> float:
-        return statistics.median(v / r for v, r in zip(samples[variant], samples["raw"], strict=True))
 
-    naive_overhead_ratio = paired_ratio("naive_add_event") - 1
+def summarise_workload(name: str, runs: list[dict[str, list[float]]]) -> dict[str, Any]:
+    """Ratios to raw: within each process the median of per-repetition ratios, then the median over processes.
+
+    A process's heap layout shifts every variant's speed by a few percent, the same way for the whole
+    process: pairing within a repetition cancels the machine's drift, the median over processes the layout.
+    """
+
+    def process_ratios(variant: str) -> list[float]:
+        return [statistics.median(v / r for v, r in zip(run[variant], run["raw"], strict=True)) for run in runs]
+
+    baseline = statistics.median(value for run in runs for value in run["raw"])
+    naive_overhead_ratio = statistics.median(process_ratios("naive_add_event")) - 1
     rows: dict[str, Any] = {}
-    for variant, values in samples.items():
-        ratio = paired_ratio(variant)
+    for variant in runs[0]:
+        ratios = process_ratios(variant)
+        ratio = statistics.median(ratios)
         rows[variant] = {
-            "us_per_event": round(statistics.median(values), 3),
+            "us_per_event": round(statistics.median(value for run in runs for value in run[variant]), 3),
             "ratio_to_raw": round(ratio, 4),
             "overhead_us": round((ratio - 1) * baseline, 3),
             "overhead_pct": round((ratio - 1) * 100, 2),
+            "overhead_pct_per_process": [round((r - 1) * 100, 2) for r in ratios],
             "naive_overhead_over_this": round(naive_overhead_ratio / (ratio - 1), 2) if ratio > 1 else None,
         }
-    return {"workload": name, "repetitions": repetitions, "variants": rows}
+    return {"workload": name, "processes": len(runs), "repetitions": len(runs[0]["raw"]), "variants": rows}
 
 
 async def peak_memory(events: int) -> dict[str, Any]:
@@ -175,6 +194,7 @@ async def peak_memory(events: int) -> dict[str, Any]:
     for variant in ("raw", "streamscope"):
         tracer_provider, meter_provider = providers()
         model = VARIANTS[variant](text_stream(events), tracer_provider, meter_provider)
+        await drain(VARIANTS[variant](text_stream(10), tracer_provider, meter_provider))  # imports, caches
         gc.collect()
         tracemalloc.start()
         await drain(model)
@@ -186,8 +206,25 @@ async def peak_memory(events: int) -> dict[str, Any]:
     return result
 
 
-async def open_close(streams: int) -> dict[str, Any]:
-    """Cost of a stream's open and close: 1-event streams, raw vs instrumented (µs per stream).
+def sdk_minimum_us(tracer_provider: TracerProvider, meter_provider: MeterProvider, streams: int) -> float:
+    """µs for what any GenAI instrumentation pays the SDK per stream: one CLIENT span, four histogram records.
+
+    No stream at all: this is the floor under the `overhead_us` of every instrumented variant here.
+    """
+    tracer = tracer_provider.get_tracer("floor")
+    meter = meter_provider.get_meter("floor")
+    histograms = [meter.create_histogram(f"floor.{i}") for i in range(4)]
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "function", "gen_ai.request.model": "m"}
+    start = time.perf_counter()
+    for _ in range(streams):
+        tracer.start_span("chat m", kind=SpanKind.CLIENT, attributes=attributes).end()
+        for histogram in histograms:
+            histogram.record(1.0, attributes)
+    return (time.perf_counter() - start) / streams * 1e6
+
+
+async def open_close(streams: int) -> dict[str, float]:
+    """Cost of a stream's open and close: µs per 1-event stream, raw and instrumented.
 
     `streamscope_noop_providers` runs streamscope against the OpenTelemetry API's no-op providers: what
     streamscope itself costs, without the SDK's span, event and histogram work.
@@ -211,60 +248,115 @@ async def open_close(streams: int) -> dict[str, Any]:
         return (time.perf_counter() - start) / streams * 1e6
 
     samples: dict[str, list[float]] = {name: [] for name in models}
+    samples["sdk_span_and_histograms_only"] = []
     for _ in range(5):
         for name, model in models.items():
             samples[name].append(await per_stream_us(model))
+        samples["sdk_span_and_histograms_only"].append(sdk_minimum_us(tracer_provider, meter_provider, streams))
     tracer_provider.shutdown()
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    return {
-        name: {"us_per_stream": round(value, 2), "overhead_us": round(value - medians["raw"], 2)}
-        for name, value in medians.items()
-    }
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+async def one_stream(variant: str, events: int) -> int:
+    """Drain one `events`-event text stream under `variant` (after a 10-event warm-up stream)."""
+    tracer_provider, meter_provider = providers()
+    await drain(VARIANTS[variant](text_stream(10), tracer_provider, meter_provider))
+    # A full collection of whatever the imports left would land in one run and not another: freeze it away.
+    gc.collect()
+    gc.freeze()
+    count = await drain(VARIANTS[variant](text_stream(events), tracer_provider, meter_provider))
+    tracer_provider.shutdown()
+    return count
 
 
 def print_table(results: dict[str, Any]) -> None:
     for workload in results["workloads"]:
-        print(f"\n{workload['workload']} (median of {workload['repetitions']}; ratio: median of paired ratios)")
-        print(f"  {'variant':<26} {'µs/event':>9} {'ratio':>7} {'overhead':>10} {'naive/this':>11}")
+        print(
+            f"\n{workload['workload']} ({workload['processes']} processes x {workload['repetitions']} repetitions;"
+            " ratio: median over processes of the median paired ratio)"
+        )
+        print(f"  {'variant':<26} {'µs/event':>9} {'ratio':>7} {'overhead':>10} {'naive/this':>11}  per process")
         for variant, row in workload["variants"].items():
             naive = row["naive_overhead_over_this"]
+            spread = " ".join(f"{value:+.1f}" for value in row["overhead_pct_per_process"]) if variant != "raw" else ""
             print(
                 f"  {variant:<26} {row['us_per_event']:>9.2f} {row['ratio_to_raw']:>7.3f}"
-                f" {row['overhead_pct']:>9.2f}% {naive if naive is not None else '-':>11}"
+                f" {row['overhead_pct']:>9.2f}% {naive if naive is not None else '-':>11}  {spread}"
             )
     memory = results["memory"]
     print(
         f"\npeak memory, one {memory['events']:,}-event stream: raw {memory['raw_peak_mb']} MB, "
         f"streamscope {memory['streamscope_peak_mb']} MB (growth {memory['growth_mb']} MB)"
     )
-    print("open+close of a 1-event stream (µs per stream, overhead over raw):")
+    print("open+close of a 1-event stream (µs per stream, overhead over raw, streams per second):")
     for name, row in results["open_close"].items():
-        print(f"  {name:<28} {row['us_per_stream']:>9.2f} {row['overhead_us']:>9.2f}")
+        print(f"  {name:<28} {row['us_per_stream']:>9.2f} {row['overhead_us']:>9.2f} {row['streams_per_s']:>9.0f}")
 
 
-async def main_async(quick: bool) -> dict[str, Any]:
-    repetitions = 5 if quick else 41
-    workloads: list[tuple[str, Callable[[], Model], int]] = [
-        ("text, 2,000 deltas", lambda: text_stream(2_000), repetitions),
-        ("text, 20,000 deltas", lambda: text_stream(20_000), max(3, repetitions // 4)),
-        ("mixed thinking/text/tool-call, 2,000 deltas", lambda: mixed_stream(2_000), repetitions),
-    ]
-    results: dict[str, Any] = {
+def run_worker(task: str, argument: str, repetitions: int) -> Any:
+    """Run one measurement in this process (the parent starts one process per repetition of the suite)."""
+    if task == "workload":
+        return asyncio.run(measure_workload(argument, repetitions))
+    if task == "open_close":
+        return asyncio.run(open_close(int(argument)))
+    if task == "stream":  # one stream, for counting instructions (benchmarks/instructions.py)
+        variant, events = argument.split(":")
+        return asyncio.run(one_stream(variant, int(events)))
+    return asyncio.run(peak_memory(int(argument)))
+
+
+def in_process(task: str, argument: str, repetitions: int = 0) -> Any:
+    command = [sys.executable, __file__, "--worker", task, argument, str(repetitions)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output)
+
+
+def run_suite(quick: bool) -> dict[str, Any]:
+    processes = 2 if quick else 5
+    repetitions = dict(zip(WORKLOADS, (15, 4, 15), strict=True))
+    if quick:
+        repetitions = {name: max(2, count // 3) for name, count in repetitions.items()}
+    runs: dict[str, list[Any]] = {name: [] for name in WORKLOADS}
+    open_close_runs: list[dict[str, Any]] = []
+    for process in range(processes):
+        print(f"process {process + 1}/{processes} ...", file=sys.stderr)
+        for name in WORKLOADS:
+            runs[name].append(in_process("workload", name, repetitions[name]))
+        open_close_runs.append(in_process("open_close", "200" if quick else "1000"))
+    workloads = [summarise_workload(name, name_runs) for name, name_runs in runs.items()]
+    open_close_result: dict[str, Any] = {}
+    raw_us = statistics.median(run["raw"] for run in open_close_runs)
+    for name in open_close_runs[0]:
+        us = statistics.median(run[name] for run in open_close_runs)
+        # The SDK floor is no stream: its whole time is overhead.
+        baseline = "raw" if name != "sdk_span_and_histograms_only" else None
+        overhead = statistics.median(run[name] - (run[baseline] if baseline else 0) for run in open_close_runs)
+        open_close_result[name] = {
+            "us_per_stream": round(us, 2),
+            "overhead_us": round(overhead, 2),
+            "streams_per_s": round(1e6 / us),
+            "raw_streams_per_s": round(1e6 / raw_us),
+        }
+    return {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "workloads": [await measure_workload(name, factory, reps) for name, factory, reps in workloads],
-        "memory": await peak_memory(20_000 if quick else 100_000),
-        "open_close": await open_close(200 if quick else 2_000),
+        "workloads": workloads,
+        "memory": in_process("memory", "20000" if quick else "100000"),
+        "open_close": open_close_result,
     }
-    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller streams")
+    parser.add_argument("--quick", action="store_true", help="fewer processes, repetitions and events")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/latest.json"))
+    parser.add_argument("--worker", nargs=3, metavar=("TASK", "ARGUMENT", "REPETITIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = asyncio.run(main_async(args.quick))
+    if args.worker:
+        task, argument, repetitions = args.worker
+        print(json.dumps(run_worker(task, argument, int(repetitions))))
+        return
+    results = run_suite(args.quick)
     print_table(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
