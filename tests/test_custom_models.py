@@ -61,7 +61,9 @@ class MethodUsageStream(WordStream):
         return self._usage
 
 
-def make_model_class(stream_class: type[WordStream]) -> type[Model]:
+def make_model_class(
+    stream_class: type[WordStream], base_url: str | None = "https://llm.acme.example:8443/v1"
+) -> type[Model]:
     class WordModel(Model):
         @property
         def model_name(self) -> str:
@@ -73,7 +75,7 @@ def make_model_class(stream_class: type[WordStream]) -> type[Model]:
 
         @property
         def base_url(self) -> str | None:
-            return "https://llm.acme.example:8443/v1"
+            return base_url
 
         async def request(
             self,
@@ -113,6 +115,25 @@ async def test_custom_model_wrapped_explicitly(otel: Otel, stream_class: type[Wo
     assert attributes["server.port"] == 8443
     assert attributes["gen_ai.usage.output_tokens"] == 3
     assert sum_value(otel.metrics()["streamscope.usage.output_tokens"], gen_ai__provider__name="acme") == 3
+
+
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("http://localhost/v1", {"server.address": "localhost", "server.port": 80}),
+        ("https://[::1]/v1", {"server.address": "::1", "server.port": 443}),
+        ("grpc://llm.acme.example/v1", {"server.address": "llm.acme.example"}),  # no default port known
+        ("http://llm.acme.example:99999/v1", {}),  # a port out of range is no server to name
+        ("not a url", {}),
+        ("", {}),
+    ],
+)
+async def test_server_attributes_come_from_the_base_url(otel: Otel, base_url: str, expected: dict[str, object]) -> None:
+    for _ in range(2):  # the second stream takes the parsed URL from the cache: same attributes
+        await drain(streamscope.instrument(make_model_class(WordStream, base_url)(), **otel.providers))
+    for span in otel.stream_spans():
+        attributes = dict(span.attributes or {})
+        assert {key: attributes[key] for key in ("server.address", "server.port") if key in attributes} == expected
 
 
 async def test_custom_model_class_defined_before_instrument_is_patched(otel: Otel) -> None:
