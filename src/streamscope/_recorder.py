@@ -174,7 +174,11 @@ class StreamRecorder:
         if end_reason in _CANCELLABLE_ENDS and _cancelled(self.stream):
             end_reason = n.END_CANCEL_CALLED
 
-        kind_counts = {event_kind(cls): count for cls, count in self.counts.items() if count}
+        kinds = {cls: event_kind(cls) for cls in self.counts}  # every event seen was counted
+        kind_counts: dict[str, int] = {}
+        for cls, count in self.counts.items():
+            if count:
+                kind_counts[kinds[cls]] = kind_counts.get(kinds[cls], 0) + count
         total = sum(kind_counts.values())
         usage = _read_usage(response if response is not None else self.stream)
         attributes: Attributes = {
@@ -201,18 +205,23 @@ class StreamRecorder:
             attributes[n.ERROR_TYPE] = error_type(error)
 
         try:
-            self._end_span(end_ns, attributes, kind_counts, error)
+            self._end_span(end_ns, attributes, kinds, kind_counts, error)
         except Exception:
             report_internal_error("ending a stream span")
         # Metrics are recorded whatever happened to the span (a span processor may raise in on_end).
         self._record_metrics(end_ns, outcome, error, usage, kind_counts)
 
     def _end_span(
-        self, end_ns: int, attributes: Attributes, kind_counts: dict[str, int], error: BaseException | None
+        self,
+        end_ns: int,
+        attributes: Attributes,
+        kinds: dict[type[Any], str],
+        kind_counts: dict[str, int],
+        error: BaseException | None,
     ) -> None:
         span = self.span
         if span.is_recording():
-            emitted, coalesced = self._materialise_span_events()
+            emitted, coalesced = self._materialise_span_events(kinds)
             for kind, count in kind_counts.items():
                 attributes[n.STREAM_EVENTS_EMITTED_PREFIX + kind] = emitted.get(kind, 0)
                 if coalesced.get(kind):
@@ -264,11 +273,10 @@ class StreamRecorder:
                 if isinstance(value, int) and value > 0:
                     instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type})
 
-    def _materialise_span_events(self) -> tuple[dict[str, int], dict[str, int]]:
+    def _materialise_span_events(self, kinds: dict[type[Any], str]) -> tuple[dict[str, int], dict[str, int]]:
         """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""
         emitted: dict[str, int] = {}
         coalesced: dict[str, int] = {}
-        kinds: dict[type[Any], str] = {}
         options = self.telemetry.options
         if options.span_events == "coalesce":
             kept = self.runs[: self.head_capacity]
@@ -276,7 +284,7 @@ class StreamRecorder:
             if len(self.runs) > self.head_capacity and tail_room:
                 kept += self.runs[max(self.head_capacity, len(self.runs) - tail_room) :]
             for start_ns, event, count, last_ns, length in kept:
-                kind = kinds.get(event.__class__) or kinds.setdefault(event.__class__, event_kind(event.__class__))
+                kind = kinds[event.__class__]
                 if count == 1:
                     self._add_span_event(start_ns, event, kind, None)
                     emitted[kind] = emitted.get(kind, 0) + 1
@@ -285,7 +293,7 @@ class StreamRecorder:
                     coalesced[kind] = coalesced.get(kind, 0) + count
         else:
             for start_ns, event in itertools.chain(self.head, self.tail):
-                kind = kinds.get(event.__class__) or kinds.setdefault(event.__class__, event_kind(event.__class__))
+                kind = kinds[event.__class__]
                 self._add_span_event(start_ns, event, kind, None)
                 emitted[kind] = emitted.get(kind, 0) + 1
         return emitted, coalesced
