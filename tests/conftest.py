@@ -139,6 +139,13 @@ def internal_errors() -> Iterator[list[logging.LogRecord]]:
 
 
 @pytest.fixture(autouse=True)
+def _left_uninstrumented() -> Iterator[None]:
+    """Each test starts as a fresh process would: `instrument(model)` installs sensors that outlive its test."""
+    yield
+    streamscope.uninstrument()
+
+
+@pytest.fixture(autouse=True)
 def _no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail any test in which streamscope reported an internal error it did not ask for."""
     handler = _Collect()

@@ -488,9 +488,10 @@ def assert_pydantic_ai_unchanged(before: PydanticAIState) -> None:
 
 @contextlib.contextmanager
 def pydantic_ai_left_as_it_was() -> Generator[PydanticAIState]:
-    """Assert, after the block (and everything it instrumented and uninstrumented), that nothing changed."""
+    """Assert, after the block (and everything it instrumented) and `uninstrument()`, that nothing changed."""
     before = pydantic_ai_state()
     yield before
+    streamscope.uninstrument()  # `instrument(model)` installs sensors that only uninstrument() removes
     assert_pydantic_ai_unchanged(before)
 
 

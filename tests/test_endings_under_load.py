@@ -52,7 +52,7 @@ ENDINGS: dict[str, tuple[str, str]] = {
     "never iterated": ("never_iterated", "incomplete"),
     "provider error": ("error", "error"),
     "error while opening": ("error", "error"),
-    "consumer error": ("error", "error"),
+    "consumer error": ("consumer_error", "interrupted"),
     "anyio cancel scope": ("task_cancelled", "interrupted"),
     "anyio timeout": ("task_cancelled", "interrupted"),
     "asyncio Task.cancel()": ("task_cancelled", "interrupted"),

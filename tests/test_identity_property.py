@@ -246,10 +246,15 @@ def assert_one_honest_span(otel: Otel, observed: Observed, raised: list[BaseExce
     span = otel.one_stream_span()
     attributes = dict(span.attributes or {})
     assert attributes[EVENTS_TOTAL] == len(observed.events)
-    failed = observed.error is not None
+    # Only the provider's failure is the model's; the consumer's own exception interrupts the stream.
+    consumer_failed = isinstance(observed.error, ConsumerError)
+    failed = observed.error is not None and not consumer_failed
     assert (attributes[OUTCOME] == "error") is failed
     assert (attributes[END_REASON] == "error") is failed
     assert (span.status.status_code is StatusCode.ERROR) is failed
+    if consumer_failed:
+        assert (attributes[OUTCOME], attributes[END_REASON]) == ("interrupted", "consumer_error")
+        assert "error.type" not in attributes
     if raised and observed.error is not None:
         # A provider failure reaches the consumer as the very object the provider raised.
         assert observed.error is raised[-1]

@@ -419,7 +419,8 @@ async def test_connection_dropped_mid_stream(otel: Otel, stub: Stub, instrument:
     assert attributes["gen_ai.response.id"] == "chatcmpl-dropped"  # seen in the chunks before the drop
     assert attributes["gen_ai.response.model"] == "gpt-4o"
     assert "gen_ai.response.finish_reasons" not in attributes
-    assert attributes["gen_ai.usage.input_tokens"] == attributes["gen_ai.usage.output_tokens"] == 0
+    # the provider never sent usage: unknown, so no usage attributes (never a made-up 0)
+    assert not any(key.startswith("gen_ai.usage.") for key in attributes)
     assert_events_match_consumer(span, events)
     assert span.events[-1].name == "exception"
     assert dict(span.events[-1].attributes or {})["exception.type"] == error_type

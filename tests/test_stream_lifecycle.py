@@ -170,17 +170,19 @@ async def test_aclose_ends_span_immediately(otel: Otel) -> None:
     assert len(otel.stream_spans()) == 1
 
 
-async def test_consumer_exception_is_recorded_and_propagates(otel: Otel) -> None:
+async def test_consumer_exception_is_not_a_model_error_and_propagates(otel: Otel) -> None:
+    """The consumer's own code raising inside `async with` interrupts the stream; the model did not fail."""
     model = streamscope.instrument(text_model(), **otel.providers)
     with pytest.raises(KeyError, match="consumer bug"):
         async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
             async for _ in stream:
                 raise KeyError("consumer bug")
     span = otel.one_stream_span()
-    assert span.status.status_code is StatusCode.ERROR
-    assert attrs(span)["error.type"] == "KeyError"
-    assert attrs(span)["streamscope.stream.outcome"] == "error"
-    assert [e.name for e in span.events][-1] == "exception"
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in attrs(span)
+    assert attrs(span)["streamscope.stream.outcome"] == "interrupted"
+    assert attrs(span)["streamscope.stream.end_reason"] == "consumer_error"
+    assert "exception" not in [e.name for e in span.events]
 
 
 async def test_provider_error_fails_the_span_and_reraises_unchanged(otel: Otel) -> None:

@@ -9,9 +9,10 @@ from typing import Any, overload
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from pydantic_ai.models import Model, infer_model
 
+from . import _sensors
 from ._model import StreamscopeModel, find_streamscope_model
 from ._options import build_options
-from ._patching import ProcessPatches, set_current
+from ._patching import ProcessPatches
 from ._telemetry import build_telemetry
 
 _INSTRUMENTS = ("pydantic-ai-slim >= 2.0, < 3",)
@@ -21,10 +22,11 @@ _BASE_INSTRUMENTOR_OPTIONS = frozenset({"skip_dep_check", "raise_exception_on_co
 class StreamscopeInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedBaseClass]
     """OpenTelemetry instrumentor for every Pydantic AI stream in the process.
 
-    `StreamscopeInstrumentor().instrument(**options)` patches every model's `request_stream`, the
-    `StreamedResponse.__aiter__` base (a safety net for streams opened elsewhere) and every
-    `check_allow_model_requests` call site; `uninstrument()` restores the original objects. It is
-    registered under the `opentelemetry_instrumentor` entry point, so `opentelemetry-instrument` finds it.
+    `StreamscopeInstrumentor().instrument(**options)` patches the request methods of every model class that
+    answers requests itself (existing ones, and ones created later, whatever the import order), and the
+    `StreamedResponse.__aiter__` base (a safety net for streams opened elsewhere); `uninstrument()` restores
+    the original objects. It is registered under the `opentelemetry_instrumentor` entry point, so
+    `opentelemetry-instrument` finds it.
     """
 
     _patches: ProcessPatches | None = None
@@ -37,16 +39,16 @@ class StreamscopeInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntype
         telemetry = build_telemetry(build_options(**kwargs))
         with self._lock:
             patches = ProcessPatches(telemetry)
-            set_current(patches)
             patches.install()
+            _sensors.install()
             type(self)._patches = patches
 
     def _uninstrument(self, **kwargs: Any) -> None:
         with self._lock:
             patches = type(self)._patches
-            set_current(None)
             if patches is not None:
                 patches.remove()
+            _sensors.remove()
             type(self)._patches = None
 
 
@@ -89,5 +91,6 @@ def instrument(model: Model | str | None = None, /, **options: Any) -> Model | N
 
 
 def uninstrument() -> None:
-    """Undo `instrument()` without a model: restore every patched attribute. Wrapped models stay wrapped."""
+    """Undo `instrument()`: restore every patched attribute. Wrapped models stay wrapped (and instrumented)."""
     StreamscopeInstrumentor().uninstrument()
+    _sensors.remove()  # also when only `instrument(model)` installed them; its next request puts them back

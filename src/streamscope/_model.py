@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
-from pydantic_ai.models.instrumented import InstrumentedModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
-from ._stream import InstrumentedRequestStream
+from ._claims import RequestClaim, current_claim, place, withdraw
+from ._opening import InstrumentedRequestStream
+from ._policy import note_denials
+from ._sensors import chain_has_instrumented_model, ensure_installed
 from ._telemetry import Telemetry
+
+# The requests a model makes besides streams, each a place where a denial can surface.
+REQUEST_METHODS = (
+    "request",
+    "count_tokens",
+    "compact_messages",
+    "batch_create",
+    "batch_status",
+    "batch_results",
+    "batch_cancel",
+)
 
 
 @dataclass(init=False)
 class StreamscopeModel(WrapperModel):
     """Wraps a Pydantic AI model so that every stream it opens is one instrumented span.
 
-    Build it with `streamscope.instrument(model)`; everything but `request_stream` is the wrapped model's.
+    Build it with `streamscope.instrument(model)`. Its streams are instrumented; a denial by
+    `check_allow_model_requests` in any of its requests (streamed or not) is recorded as a policy violation;
+    everything else is the wrapped model's.
     """
 
     telemetry: Telemetry
@@ -31,7 +46,8 @@ class StreamscopeModel(WrapperModel):
         super().__init__(wrapped)  # pyright: ignore[reportArgumentType]  # a model name is resolved by infer_model
         self.telemetry = telemetry
         # Pydantic AI's InstrumentedModel inside us records token usage and time to first chunk itself.
-        self.pydantic_ai_inside = any(isinstance(m, InstrumentedModel) for m in wrapper_chain(self.wrapped))
+        self.pydantic_ai_inside = chain_has_instrumented_model(wrapper_chain(self.wrapped))
+        ensure_installed()
 
     if TYPE_CHECKING:
 
@@ -52,20 +68,45 @@ def _request_stream(
     run_context: Any = None,
 ) -> AbstractAsyncContextManager[StreamedResponse]:
     """Open the wrapped model's stream as one instrumented span."""
+    ensure_installed()
     wrapped = self.wrapped
     return InstrumentedRequestStream(
         self.telemetry,
         wrapped,
         lambda: wrapped.request_stream(messages, model_settings, model_request_parameters, run_context),
+        run_context,
+        model_settings,
         pydantic_ai_inside=self.pydantic_ai_inside,
     )
 
 
-# Set after the class statement on purpose: Pydantic AI wraps every model class's own `request_stream` in two
-# more context managers when the class is created (a per-request download budget and special-token
-# restoring). The wrapped model's `request_stream` already has both, so here they would only add cost to
-# every stream's open and close.
+def _denial_recording(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """The wrapped model's method `name`, recording each denial in it as a policy violation."""
+
+    async def method(self: StreamscopeModel, *args: Any, **kwargs: Any) -> Any:
+        above = current_claim()
+        mine = RequestClaim(self.telemetry if above is None else above.telemetry, owning=False)
+        token = place(mine)
+        try:
+            return await getattr(self.wrapped, name)(*args, **kwargs)
+        except Exception as error:
+            note_denials(error, mine.telemetry, mine, above, self.wrapped)
+            raise
+        finally:
+            withdraw(token)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"The wrapped model's `{name}`; a denial in it is recorded as a policy violation."
+    return method
+
+
+# Set after the class statement on purpose: Pydantic AI wraps every model class's own `request_stream` (and
+# `request`) in more context managers when the class is created (a per-request download budget and
+# special-token restoring). The wrapped model's methods already have them, so here they would only add cost.
 StreamscopeModel.request_stream = _request_stream  # type: ignore[method-assign]  # pyright: ignore[reportAttributeAccessIssue]
+for _name in REQUEST_METHODS:
+    if _name in vars(WrapperModel):  # only what WrapperModel delegates (the lowest Pydantic AI has no batches)
+        setattr(StreamscopeModel, _name, _denial_recording(_name))
 
 
 def wrapper_chain(model: Any) -> Iterator[Any]:

@@ -44,17 +44,6 @@ OPERATION_CHAT: Final = "chat"
 TOKEN_TYPE_INPUT: Final = "input"
 TOKEN_TYPE_OUTPUT: Final = "output"
 
-# Pydantic AI's `system` → the conventions' `gen_ai.provider.name`, where they differ.
-PROVIDER_NAME_MAP: Final[dict[str, str]] = {
-    "google": "gcp.gemini",
-    "google-gla": "gcp.gemini",
-    "google-vertex": "gcp.vertex_ai",
-    "bedrock": "aws.bedrock",
-    "mistral": "mistral_ai",
-    "xai": "x_ai",
-    "azure": "azure.ai.openai",
-}
-
 # --- streamscope span attributes (no convention exists) ------------------------------------------
 STREAM_OUTCOME: Final = "streamscope.stream.outcome"
 STREAM_END_REASON: Final = "streamscope.stream.end_reason"
@@ -79,6 +68,10 @@ END_TASK_CANCELLED: Final = "task_cancelled"
 END_ERROR: Final = "error"
 END_NEVER_ITERATED: Final = "never_iterated"
 END_GARBAGE_COLLECTED: Final = "garbage_collected"
+END_CONSUMER_ERROR: Final = "consumer_error"  # the consumer's own code raised while the stream was open
+END_TIMEOUT: Final = "timeout"  # Pydantic AI's request_timeout/first_event_timeout expired
+# error.type of that expiry: what Pydantic AI raises outside the stream (here it is only a cancellation)
+ERROR_TYPE_TIMEOUT: Final = "pydantic_ai.exceptions.ModelRequestTimeout"
 
 # --- span events for stream events ----------------------------------------------------------------
 STREAM_EVENT_PREFIX: Final = "streamscope.stream."  # + event kind, e.g. streamscope.stream.part_delta

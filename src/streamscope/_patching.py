@@ -1,37 +1,67 @@
-"""Process-wide patches: every leaf model's `request_stream`, the `StreamedResponse.__aiter__` safety net, and
-every `check_allow_model_requests` call site — including modules Pydantic AI imports after `instrument()`."""
+"""Process-wide patches on Pydantic AI's model and stream classes, whatever order they are imported in.
+
+- Every model class that answers requests itself (not a `WrapperModel`, `FallbackModel` or other router): its
+  own `request_stream` (one span per stream) and its own other request methods (`request`, `count_tokens`, ...),
+  where denials by `check_allow_model_requests` surface. Embedding and image-generation models: theirs.
+- `StreamedResponse.__aiter__` and every subclass's own `__aiter__`: a safety net for streams opened elsewhere.
+- The bases' `__init_subclass__`: a class created after `instrument()` — imported later, or user-defined — is
+  patched as it is created. Classes already there are patched at install.
+
+Nothing a base class defines for its subclasses is wrapped except `StreamedResponse.__aiter__`: Pydantic AI
+compares `Model.request_stream` by identity to tell streaming models apart.
+"""
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import inspect
+import math
 import threading
-from collections.abc import Callable, Iterator
-from functools import cache
-from pathlib import Path
-from types import ModuleType
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import wrapt
-from pydantic_ai import models as pai_models
 from pydantic_ai.models import Model, StreamedResponse
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.wrapper import WrapperModel
 
-from ._policy import make_denial_guard
+from ._claims import RequestClaim, current_claim, place, withdraw
+from ._model import REQUEST_METHODS
+from ._opening import InstrumentedRequestStream, start_recorder
+from ._policy import note_denials
 from ._recorder import StreamRecorder
 from ._safety import report_internal_error
-from ._stream import InstrumentedRequestStream, begin, hand_out_iterator, mark_instrumented, recorder_of
+from ._stream import hand_out_iterator, mark_instrumented, recorder_of
 from ._telemetry import Telemetry
 
-_POLICY_FUNCTION = "check_allow_model_requests"
 # Streams that no model request opened: composites re-emitting instrumented sub-streams (`_continuation`),
 # and responses synthesised by the agent graph (`_agent_graph`, `CompletedStreamedResponse`).
 _SYNTHESISED_MODULES = frozenset({"pydantic_ai._agent_graph", "pydantic_ai.models._continuation"})
 _SYNTHESISED_CLASS_NAMES = frozenset({"CompletedStreamedResponse"})
+_ABSENT = object()
+
+
+def _optional_bases() -> list[tuple[type[Any], tuple[type[Any], ...], tuple[str, ...]]]:
+    """(base, wrapper bases, request methods) of the other kinds of models, in the releases that have them."""
+    found: list[tuple[type[Any], tuple[type[Any], ...], tuple[str, ...]]] = []
+    for module, base_name, wrapper_module, wrapper_name, methods in (
+        ("pydantic_ai.embeddings", "EmbeddingModel", "pydantic_ai.embeddings.wrapper", "WrapperEmbeddingModel",
+         ("embed", "count_tokens", "max_input_tokens")),
+        ("pydantic_ai.images", "ImageGenerationModel", "pydantic_ai.images.wrapper", "WrapperImageGenerationModel",
+         ("generate",)),
+    ):  # fmt: skip
+        with contextlib.suppress(ImportError, AttributeError):
+            base = getattr(__import__(module, fromlist=[base_name]), base_name)
+            wrapper = getattr(__import__(wrapper_module, fromlist=[wrapper_name]), wrapper_name)
+            found.append((base, (wrapper,), methods))
+    return found
 
 
 def _subclasses(cls: type[Any]) -> Iterator[type[Any]]:
-    seen: set[type[Any]] = set()
-    pending = [cls]
+    """Every subclass of `cls`, not `cls` itself."""
+    seen: set[type[Any]] = {cls}
+    pending = list(cls.__subclasses__())
     while pending:
         current = pending.pop()
         if current in seen:
@@ -48,32 +78,16 @@ def is_synthesised_stream_class(cls: type[Any]) -> bool:
     )
 
 
-def is_leaf_model_class(cls: type[Any]) -> bool:
+def answers_requests_itself(cls: type[Any]) -> bool:
     """Whether `cls` answers requests itself, rather than by calling another `Model` (wrappers, fallbacks)."""
-    if issubclass(cls, WrapperModel) or cls.__name__ == "FallbackModel":
+    if issubclass(cls, WrapperModel | FallbackModel):
         return False
     return getattr(cls, "_answers_requests_itself", True) is not False
 
 
-@cache
-def pydantic_ai_modules_to_watch() -> tuple[str, ...]:
-    """Modules of the installed Pydantic AI that call the policy check or define models or streams.
-
-    Read from the package's source text, so modules imported lazily (providers) are known before import.
-    """
-    root = Path(pai_models.__file__).resolve().parent.parent
-    names: list[str] = []
-    for path in sorted(root.rglob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            continue
-        if _POLICY_FUNCTION in text or "def request_stream" in text or "StreamedResponse)" in text:
-            parts = path.relative_to(root.parent).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            names.append(".".join(parts))
-    return tuple(names)
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str) -> Any:
+    """An argument of `request_stream(messages, model_settings, model_request_parameters, run_context)`."""
+    return kwargs.get(name, args[position] if len(args) > position else None)
 
 
 class ProcessPatches:
@@ -83,73 +97,115 @@ class ProcessPatches:
         self.telemetry = telemetry
         self.active = False
         self._lock = threading.RLock()
-        self._originals: list[tuple[Any, str, Any]] = []  # (owner, attribute, original object)
-        self._patched: set[tuple[int, str]] = set()
-        self._policy_original: Callable[..., None] = pai_models.check_allow_model_requests
-        self._policy_guard = wrapt.FunctionWrapper(
-            self._policy_original, make_denial_guard(telemetry, lambda: self.active)
-        )
+        self._originals: list[tuple[type[Any], str, Any]] = []  # (class, attribute, original or _ABSENT)
+        self._optional_bases = _optional_bases()
 
     # --- install / remove ---------------------------------------------------------------------------
     def install(self) -> None:
         with self._lock:
             self.active = True
-            self.patch_loaded()
-        for name in pydantic_ai_modules_to_watch():
-            if name not in sys.modules:
-                _register_hook(name)
+            bases = [Model, StreamedResponse, *(base for base, _, _ in self._optional_bases)]
+            for base in bases:
+                self._hook_class_creation(base)
+            self._patch(StreamedResponse, "__aiter__", self._aiter_wrapper)
+            for base in bases:
+                for cls in list(_subclasses(base)):
+                    self._patch_class(cls)
 
     def remove(self) -> None:
         with self._lock:
             self.active = False
             for owner, attribute, original in reversed(self._originals):
-                setattr(owner, attribute, original)
+                if original is _ABSENT:
+                    delattr(owner, attribute)
+                else:
+                    setattr(owner, attribute, original)
             self._originals.clear()
-            self._patched.clear()
 
-    def patch_loaded(self) -> None:
-        """Patch everything already imported (idempotent)."""
-        with self._lock:
-            if not self.active:
-                return
-            for module in list(sys.modules.values()):
-                # sys.modules may hold non-module placeholders.
-                if isinstance(module, ModuleType) and module.__name__.startswith("pydantic_ai"):  # pyright: ignore[reportUnnecessaryIsInstance]
-                    self._patch_policy_site(module)
-            for cls in _subclasses(Model):
-                if "request_stream" in cls.__dict__ and is_leaf_model_class(cls):
-                    self._patch(cls, "request_stream", self._request_stream_wrapper)
-            for cls in _subclasses(StreamedResponse):
-                if "__aiter__" in cls.__dict__ and not is_synthesised_stream_class(cls):
-                    self._patch(cls, "__aiter__", self._aiter_wrapper)
+    def _hook_class_creation(self, base: type[Any]) -> None:
+        original = base.__dict__.get("__init_subclass__", _ABSENT)
+        patches = self
+
+        def __init_subclass__(cls: type[Any], **kwargs: Any) -> None:  # noqa: N807 - it is that hook
+            if original is _ABSENT:
+                super(base, cls).__init_subclass__(**kwargs)
+            else:
+                original.__func__(cls, **kwargs)
+            patches.class_created(cls)
+
+        base.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment,method-assign]
+        self._originals.append((base, "__init_subclass__", original))
+
+    def class_created(self, cls: type[Any]) -> None:
+        """Patch a class created while the patches are installed."""
+        try:
+            with self._lock:
+                if self.active:
+                    self._patch_class(cls)
+        except Exception:
+            report_internal_error(f"patching {cls.__qualname__}")
+
+    def _patch_class(self, cls: Any) -> None:
+        if issubclass(cls, StreamedResponse):
+            if "__aiter__" in cls.__dict__ and not is_synthesised_stream_class(cls):
+                self._patch(cls, "__aiter__", self._aiter_wrapper)
+            return
+        if Model in cls.__mro__:  # (not issubclass: it would type `cls` as the generic Model[Unknown])
+            if answers_requests_itself(cls):
+                self._patch(cls, "request_stream", self._request_stream_wrapper)
+                self._patch_requests(cls, REQUEST_METHODS)
+            return
+        for base, wrappers, methods in self._optional_bases:
+            if issubclass(cls, base) and not issubclass(cls, wrappers):
+                self._patch_requests(cls, methods)
+
+    def _patch_requests(self, cls: type[Any], methods: tuple[str, ...]) -> None:
+        for name in methods:
+            if inspect.iscoroutinefunction(cls.__dict__.get(name)):
+                self._patch(cls, name, self._request_wrapper)
 
     def _patch(self, owner: type[Any], attribute: str, wrapper: Callable[..., Any]) -> None:
-        key = (id(owner), attribute)
-        if key in self._patched:
+        if attribute not in owner.__dict__:
             return
-        original = owner.__dict__[attribute]
+        current: Any = owner.__dict__[attribute]
+        if getattr(getattr(current, "_self_wrapper", None), "__self__", None) is self:
+            # Already ours: `@dataclass(slots=True)` rebuilds a class from the dict of the one we patched.
+            if not any(o is owner and a == attribute for o, a, _ in self._originals):
+                self._originals.append((owner, attribute, current.__wrapped__))
+            return
         wrapt.wrap_function_wrapper(owner, attribute, wrapper)
-        self._originals.append((owner, attribute, original))
-        self._patched.add(key)
-
-    def _patch_policy_site(self, module: ModuleType) -> None:
-        key = (id(module), _POLICY_FUNCTION)
-        if key in self._patched:
-            return
-        current = module.__dict__.get(_POLICY_FUNCTION)
-        if current is self._policy_original:
-            setattr(module, _POLICY_FUNCTION, self._policy_guard)
-        elif current is not self._policy_guard:
-            return
-        # A module imported after `pydantic_ai.models` was patched holds the guard already: restore it too.
-        self._originals.append((module, _POLICY_FUNCTION, self._policy_original))
-        self._patched.add(key)
+        self._originals.append((owner, attribute, current))
 
     # --- wrappers -----------------------------------------------------------------------------------
     def _request_stream_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        return InstrumentedRequestStream(self.telemetry, instance, lambda: wrapped(*args, **kwargs))
+        return InstrumentedRequestStream(
+            self.telemetry,
+            instance,
+            lambda: wrapped(*args, **kwargs),
+            _argument(args, kwargs, 3, "run_context"),
+            _argument(args, kwargs, 1, "model_settings"),
+        )
+
+    def _request_wrapper(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        return self._recording_denials(wrapped, instance, args, kwargs)
+
+    async def _recording_denials(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        above = current_claim()
+        mine = RequestClaim(self.telemetry if above is None else above.telemetry, owning=False)
+        token = place(mine)
+        try:
+            return await wrapped(*args, **kwargs)
+        except Exception as error:
+            note_denials(error, mine.telemetry, mine, above, instance)
+            raise
+        finally:
+            withdraw(token)
 
     def _aiter_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -158,13 +214,21 @@ class ProcessPatches:
         try:
             recorder = recorder_of(instance)
             if recorder is None:
-                if is_synthesised_stream_class(instance.__class__):
+                # A layer opening a request in this context instruments what it opens; composites are not streams.
+                if current_claim() is not None or is_synthesised_stream_class(instance.__class__):
                     return iterator
-                recorder = _recorder_for_unopened_stream(self.telemetry, instance)
+                recorder = self._recorder_for_unopened_stream(instance)
             return hand_out_iterator(instance, recorder, iterator)
         except Exception:
             report_internal_error("instrumenting a stream iterated outside request_stream")
             return iterator
+
+    def _recorder_for_unopened_stream(self, stream: Any) -> StreamRecorder:
+        """Start a span for a stream first seen at iteration (opened outside any patched `request_stream`)."""
+        start = (time.perf_counter_ns(), time.time_ns())
+        recorder = start_recorder(self.telemetry, _StreamAsModel(stream), stream, start, None, False, math.inf)
+        mark_instrumented(stream, recorder)
+        return recorder
 
 
 class _StreamAsModel:
@@ -174,39 +238,3 @@ class _StreamAsModel:
         self.model_name = stream.model_name
         self.system = stream.provider_name
         self.base_url = stream.provider_url
-
-
-def _recorder_for_unopened_stream(telemetry: Telemetry, stream: Any) -> StreamRecorder:
-    """Start a span for a stream first seen at iteration (opened outside any patched `request_stream`)."""
-    span, start_ns, start_wall_ns, metric_attributes, pydantic_parent = begin(telemetry, _StreamAsModel(stream))
-    recorder = StreamRecorder(telemetry, stream, span, metric_attributes, start_ns, start_wall_ns, pydantic_parent)
-    mark_instrumented(stream, recorder)
-    return recorder
-
-
-class _Installed:
-    """The patches installed now. Post-import hooks cannot be unregistered, so they are registered once per
-    module and look here for what to extend."""
-
-    patches: ProcessPatches | None = None
-    hooked: set[str] = set()  # noqa: RUF012 - process-wide by design
-
-
-def set_current(patches: ProcessPatches | None) -> None:
-    """Make `patches` the set that post-import hooks extend (None after uninstrument)."""
-    _Installed.patches = patches
-
-
-def _on_import(_module: ModuleType) -> None:
-    patches = _Installed.patches
-    if patches is not None:
-        try:
-            patches.patch_loaded()
-        except Exception:
-            report_internal_error("patching a newly imported Pydantic AI module")
-
-
-def _register_hook(name: str) -> None:
-    if name not in _Installed.hooked:
-        _Installed.hooked.add(name)
-        wrapt.register_post_import_hook(_on_import, name)

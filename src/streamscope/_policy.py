@@ -1,51 +1,120 @@
-"""Policy violations: every denial raised by `check_allow_model_requests` is recorded, then re-raised unchanged."""
+"""Policy violations: each denial by `check_allow_model_requests` is recorded once, and reaches the user unchanged.
+
+A denial is recognised where it surfaces, at the request boundaries streamscope wraps anyway (a model's
+`request_stream`, `request`, `count_tokens`, ...): it is a `RuntimeError` whose traceback ends in the frame of
+`check_allow_model_requests` itself. So every model is covered — built-in or user-defined, whatever imported the
+function by name and whenever — without rebinding the name in any module.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
-from collections.abc import Callable, Generator
-from types import FrameType
+from collections.abc import Generator, Iterator
+from types import CodeType, TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.trace import Span
+from pydantic_ai import models as pai_models
 
 from . import _names as n
+from ._claims import RequestClaim
 from ._events import Attributes
 from ._safety import report_internal_error
-from ._stream import model_attributes, opening_span
+from ._stream import model_attributes
 from ._telemetry import Telemetry
 
 policy_logger = logging.getLogger("streamscope.policy")
 
 
-def _call_site(frame: FrameType | None) -> tuple[Attributes, str]:
-    if frame is None:
+def _code_of(function: Any) -> CodeType:
+    while hasattr(function, "__wrapped__"):  # a decorated or proxied function: the code that raises is inside
+        function = function.__wrapped__
+    return function.__code__
+
+
+_CHECK_CODE = _code_of(pai_models.check_allow_model_requests)
+
+
+def _model_classes() -> tuple[type[Any], ...]:
+    classes: list[type[Any]] = [pai_models.Model]
+    for module, name in (("pydantic_ai.embeddings", "EmbeddingModel"), ("pydantic_ai.images", "ImageGenerationModel")):
+        with contextlib.suppress(ImportError, AttributeError):
+            classes.append(getattr(__import__(module, fromlist=[name]), name))
+    return tuple(classes)
+
+
+_MODEL_CLASSES = _model_classes()
+
+
+def _frames(error: BaseException) -> list[TracebackType]:
+    entries: list[TracebackType] = []
+    tb = error.__traceback__
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    return entries
+
+
+def denials_in(error: BaseException) -> Iterator[BaseException]:
+    """The denials `error` is or holds: raised by `check_allow_model_requests` itself (in groups too)."""
+    if isinstance(error, BaseExceptionGroup):
+        for member in error.exceptions:  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
+            yield from denials_in(member)  # pyright: ignore[reportUnknownArgumentType]
+        return
+    if isinstance(error, RuntimeError):
+        tb = error.__traceback__
+        if tb is None:
+            return
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb.tb_frame.f_code is _CHECK_CODE:
+            yield error
+
+
+def note_denials(
+    error: BaseException,
+    telemetry: Telemetry,
+    mine: RequestClaim | None,
+    above: RequestClaim | None,
+    boundary_model: Any,
+    span: Span | None = None,
+) -> None:
+    """Record each denial in `error` that no boundary below this one recorded; tell the layer above."""
+    try:
+        for denial in denials_in(error):
+            if mine is None or not mine.was_recorded(denial):
+                record_violation(telemetry, denial, boundary_model, span)
+            if above is not None:
+                above.recorded_denials.append(denial)
+    except Exception:
+        report_internal_error("recording a policy violation")
+
+
+def _call_site(tb: TracebackType | None) -> tuple[Attributes, str]:
+    if tb is None:
         return {}, "<unknown>"
-    code = frame.f_code
-    module = frame.f_globals.get("__name__", "<unknown>")
+    code = tb.tb_frame.f_code
+    module = tb.tb_frame.f_globals.get("__name__", "<unknown>")
     function = getattr(code, "co_qualname", code.co_name)
     attributes: Attributes = {
         n.CODE_FUNCTION_NAME: f"{module}.{function}",
         n.CODE_FILE_PATH: code.co_filename,
-        n.CODE_LINE_NUMBER: frame.f_lineno,
+        n.CODE_LINE_NUMBER: tb.tb_lineno,
     }
-    return attributes, f"{module}:{function}:{frame.f_lineno}"
+    return attributes, f"{module}:{function}:{tb.tb_lineno}"
 
 
-def _model_of(frame: FrameType | None) -> Any:
-    """The model (or stream) whose method made the denied call: `self` of the calling frame, if any."""
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if candidate is not None and (hasattr(candidate, "model_name") or hasattr(candidate, "system")):
+def _denied_model(entries: list[TracebackType], boundary_model: Any) -> Any:
+    """The model whose method made the denied call: the innermost frame's `self` that is a model."""
+    for tb in reversed(entries):
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, _MODEL_CLASSES):
             return candidate
-        frame = frame.f_back
-        if frame is not None and not frame.f_globals.get("__name__", "").startswith("pydantic_ai"):
-            return None
-    return None
+    return boundary_model
 
 
 @contextlib.contextmanager
@@ -56,10 +125,14 @@ def _reporting(what: str) -> Generator[None]:
         report_internal_error(what)
 
 
-def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameType | None) -> None:
-    """Report one denial: OTel log record, stdlib log record, counter, and an event on the current span."""
-    site_attributes, call_site = _call_site(caller)
-    model = _model_of(caller)
+def record_violation(telemetry: Telemetry, error: BaseException, boundary_model: Any, span: Span | None) -> None:
+    """Report one denial: OTel log record, stdlib log record, counter, and an event on the span.
+
+    `span` is the stream span when the denial stopped a stream from opening; otherwise the current span.
+    """
+    entries = _frames(error)
+    site_attributes, call_site = _call_site(entries[-2] if len(entries) >= 2 else None)
+    model = _denied_model(entries, boundary_model)
     model_class = type(model).__qualname__ if model is not None else None
     _, _, model_attrs = model_attributes(model) if model is not None else (None, {}, {})
     message = str(error)
@@ -73,11 +146,10 @@ def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameTy
     }
     if model_class:
         attributes[n.POLICY_MODEL_CLASS] = model_class
-    # Denied while streamscope opens a stream: the event belongs on that stream's span.
-    span = opening_span() or trace.get_current_span()
+    target = span if span is not None else trace.get_current_span()
     # Each channel on its own: one failing (a raising log pipeline, say) must not silence the others.
     with _reporting("adding a policy-violation span event"):
-        span.add_event(n.POLICY_VIOLATION_EVENT, attributes)
+        target.add_event(n.POLICY_VIOLATION_EVENT, attributes)
     with _reporting("emitting a policy-violation log record"):
         telemetry.logger.emit(
             event_name=n.POLICY_VIOLATION_EVENT,
@@ -85,7 +157,7 @@ def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameTy
             severity_text="WARN",
             body=f"Model request denied by check_allow_model_requests at {call_site}: {message}",
             attributes=attributes,
-            context=trace.set_span_in_context(span, otel_context.get_current()),
+            context=trace.set_span_in_context(target, otel_context.get_current()),
         )
     counter_attributes: Attributes = {n.POLICY_NAME: n.POLICY_ALLOW_MODEL_REQUESTS}
     for key in (n.GEN_AI_PROVIDER_NAME, n.GEN_AI_REQUEST_MODEL):
@@ -101,25 +173,3 @@ def record_violation(telemetry: Telemetry, error: BaseException, caller: FrameTy
         call_site,
         extra={"streamscope_call_site": call_site, "streamscope_model_class": model_class},
     )
-
-
-def make_denial_guard(telemetry: Telemetry, is_active: Callable[[], bool]) -> Callable[..., Any]:
-    """A wrapt wrapper for `check_allow_model_requests` that records each denial and re-raises it.
-
-    A module that imported the guard keeps it after `uninstrument()`; it then only passes calls through.
-    """
-
-    def guard(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        try:
-            return wrapped(*args, **kwargs)
-        except RuntimeError as error:
-            if not is_active():
-                raise
-            try:
-                frame = inspect.currentframe()
-                record_violation(telemetry, error, frame.f_back if frame is not None else None)
-            except Exception:
-                report_internal_error("recording a policy violation")
-            raise
-
-    return guard

@@ -4,39 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
+import math
 import time
 from collections import deque
 from typing import Any
 
 import anyio
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from pydantic_ai.models.instrumented import InstrumentationSettings
 
 from . import _names as n
 from ._events import Attributes, add_content, describe, event_kind
 from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
+from ._sensors import PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK, recorded_by_pydantic_ai
 from ._telemetry import Telemetry
 
 _DEFAULT_SPAN_EVENT_LIMIT = 128
 # Room left on the span for events streamscope adds besides stream events (the recorded exception).
 _RESERVED_SPAN_EVENTS = 2
-_PYDANTIC_AI_SCOPE = "pydantic-ai"
-# Pydantic AI records gen_ai.client.operation.time_to_first_chunk itself since 2.x releases that pass it here.
-PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK = (
-    "time_to_first_chunk" in inspect.signature(InstrumentationSettings.record_metrics).parameters
-)
 
 Timed = tuple[int, Any]  # (perf_counter_ns, event)
 _CANCELLABLE_ENDS = frozenset({n.END_EXHAUSTED, n.END_CONSUMER_CLOSED, n.END_NEVER_ITERATED})
+_INTERRUPTING_ENDS = frozenset({n.END_TASK_CANCELLED, n.END_CONSUMER_ERROR})
 
 
 def error_type(error: BaseException) -> str:
     """`error.type` value: the exception's fully qualified class name (builtins unqualified)."""
     cls = type(error)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _failure_type(end_reason: str, error: BaseException | None) -> str | None:
+    """`error.type` of a stream that failed: its exception's type, or a deadline expiry; None if it did not fail."""
+    if error is not None:
+        return error_type(error)
+    return n.ERROR_TYPE_TIMEOUT if end_reason == n.END_TIMEOUT else None
+
+
+def usage_is_known(usage: Any) -> bool:
+    """Whether the provider reported any usage (a stream whose provider sent none has all-zero usage)."""
+    if usage is None:
+        return False
+    if any(getattr(usage, field, 0) for field, _, _ in n.USAGE_FIELDS):
+        return True
+    return bool(getattr(usage, "details", None))
 
 
 def _cancelled_exception_types() -> tuple[type[BaseException], ...]:
@@ -61,12 +74,6 @@ def _span_event_limit(span: Span) -> int:
     return max_events if isinstance(max_events, int) and max_events >= 0 else _DEFAULT_SPAN_EVENT_LIMIT
 
 
-def under_pydantic_ai_span(span: Span) -> bool:
-    """Whether `span` is Pydantic AI's own model-request span, which already records token and TTFC metrics."""
-    scope = getattr(span, "instrumentation_scope", None)
-    return getattr(scope, "name", None) == _PYDANTIC_AI_SCOPE and span.is_recording()
-
-
 class StreamRecorder:
     """Collects what one stream does and reports it exactly once, however the stream ends.
 
@@ -82,7 +89,9 @@ class StreamRecorder:
         metric_attributes: Attributes,
         start_ns: int,
         start_wall_ns: int,
-        pydantic_parent: bool,
+        pydantic_ai_records: bool,
+        *,
+        deadline: float = math.inf,
     ) -> None:
         self.telemetry = telemetry
         self.stream = stream
@@ -90,7 +99,8 @@ class StreamRecorder:
         self.metric_attributes = metric_attributes
         self.start_ns = start_ns
         self.start_wall_ns = start_wall_ns
-        self.pydantic_parent = pydantic_parent
+        self.pydantic_ai_records = pydantic_ai_records  # known when the stream opened; see `_sensors`
+        self.deadline = deadline  # Pydantic AI's deadline for the request, if it set one (anyio clock)
         self.finished = False
         self.iterated = False
         self.iterator: Any = None  # the instrumented iterator, once handed out
@@ -112,9 +122,10 @@ class StreamRecorder:
 
     # --- while streaming -------------------------------------------------------------------------
     @never_raises("reading usage", None)
-    def flush_usage(self) -> None:
-        """Record growth of the stream's usage since the last flush as counter deltas."""
-        usage = _read_usage(self.stream)
+    def flush_usage(self, usage: Any = None) -> None:
+        """Record growth of the stream's usage (read now unless given) since the last flush as counter deltas."""
+        if usage is None:
+            usage = _read_usage(self.stream)
         if usage is None:
             return
         reported = self.usage_reported
@@ -149,29 +160,50 @@ class StreamRecorder:
                 self.finish(n.END_GARBAGE_COLLECTED)
 
     def finish_from_exception(self, error: BaseException) -> None:
-        """Finish after `error` ended the stream: task cancellation, consumer close, or a failure."""
+        """Finish after `error` ended the stream: task cancellation, a deadline, consumer close, or a failure."""
         if isinstance(error, GeneratorExit):
             self.finish(n.END_TASK_CANCELLED if task_is_cancelling() else n.END_CONSUMER_CLOSED)
         elif isinstance(error, _cancelled_exception_types()):
-            self.finish(n.END_TASK_CANCELLED)
+            self.finish(n.END_TIMEOUT if self._deadline_expired() else n.END_TASK_CANCELLED)
         else:
             self.finish(n.END_ERROR, error)
+
+    def finish_from_consumer_exception(self, error: BaseException) -> None:
+        """Finish after `error` left the block the stream was open in: closing, cancellation, or the consumer's own
+        code raising (an `Exception` the stream did not raise: not the model's failure)."""
+        if isinstance(error, Exception) and not isinstance(error, _cancelled_exception_types()):
+            self.finish(n.END_CONSUMER_ERROR)
+        else:
+            self.finish_from_exception(error)
+
+    def _deadline_expired(self) -> bool:
+        """Whether Pydantic AI's deadline for the request has passed (so a cancellation now is its timeout)."""
+        if self.deadline == math.inf:
+            return False
+        try:
+            return anyio.current_time() >= self.deadline
+        except Exception:  # no event loop (finishing from a finaliser)
+            return False
 
     def _finish(self, end_reason: str, error: BaseException | None) -> None:
         end_ns = time.perf_counter_ns()
         telemetry = self.telemetry
-        self.flush_usage()
-        response = _safe_get(self.stream)
+        stream = self.stream
+        # One read of the usage serves the last usage deltas, the span attributes and the token histogram.
+        usage = _safe_usage(stream)
+        self.flush_usage(usage)
+        response = _safe_get(stream)
         state = getattr(response, "state", None)
-        if error is not None:
+        failure = _failure_type(end_reason, error)
+        if failure is not None:
             outcome = n.OUTCOME_ERROR
-        elif end_reason == n.END_TASK_CANCELLED or _cancelled(self.stream):
+        elif end_reason in _INTERRUPTING_ENDS or _cancelled(stream):
             outcome = n.OUTCOME_INTERRUPTED
         elif state in (n.OUTCOME_COMPLETE, n.OUTCOME_INCOMPLETE, n.OUTCOME_INTERRUPTED, n.OUTCOME_SUSPENDED):
             outcome = state
         else:
             outcome = n.OUTCOME_COMPLETE if end_reason == n.END_EXHAUSTED else n.OUTCOME_INCOMPLETE
-        if end_reason in _CANCELLABLE_ENDS and _cancelled(self.stream):
+        if end_reason in _CANCELLABLE_ENDS and _cancelled(stream):
             end_reason = n.END_CANCEL_CALLED
 
         kinds = {cls: event_kind(cls) for cls in self.counts}  # every event seen was counted
@@ -180,7 +212,6 @@ class StreamRecorder:
             if count:
                 kind_counts[kinds[cls]] = kind_counts.get(kinds[cls], 0) + count
         total = sum(kind_counts.values())
-        usage = _read_usage(response if response is not None else self.stream)
         attributes: Attributes = {
             n.STREAM_OUTCOME: outcome,
             n.STREAM_END_REASON: end_reason,
@@ -196,20 +227,21 @@ class StreamRecorder:
                 attributes[n.GEN_AI_RESPONSE_ID] = response_id
             if finish_reason := getattr(response, "finish_reason", None):
                 attributes[n.GEN_AI_RESPONSE_FINISH_REASONS] = (str(finish_reason),)
-        if usage is not None:
+        known_usage = usage if usage_is_known(usage) else None
+        if known_usage is not None:
             for field, _, attribute in n.USAGE_FIELDS:
-                value = getattr(usage, field, None)
+                value = getattr(known_usage, field, None)
                 if isinstance(value, int) and (value or field in ("input_tokens", "output_tokens")):
                     attributes[attribute] = value
-        if error is not None:
-            attributes[n.ERROR_TYPE] = error_type(error)
+        if failure is not None:
+            attributes[n.ERROR_TYPE] = failure
 
         try:
-            self._end_span(end_ns, attributes, kinds, kind_counts, error)
+            self._end_span(end_ns, attributes, kinds, kind_counts, error, failure)
         except Exception:
             report_internal_error("ending a stream span")
         # Metrics are recorded whatever happened to the span (a span processor may raise in on_end).
-        self._record_metrics(end_ns, outcome, error, usage, kind_counts)
+        self._record_metrics(end_ns, outcome, failure, known_usage, kind_counts)
 
     def _end_span(
         self,
@@ -218,6 +250,7 @@ class StreamRecorder:
         kinds: dict[type[Any], str],
         kind_counts: dict[str, int],
         error: BaseException | None,
+        failure: str | None,
     ) -> None:
         span = self.span
         if span.is_recording():
@@ -232,6 +265,8 @@ class StreamRecorder:
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            elif failure is not None:
+                span.set_status(Status(StatusCode.ERROR, "ModelRequestTimeout: the request's deadline expired"))
             span.set_attributes(attributes)
             sdk_dropped = getattr(span, "dropped_events", 0)
             if isinstance(sdk_dropped, int) and sdk_dropped:
@@ -242,7 +277,7 @@ class StreamRecorder:
         self,
         end_ns: int,
         outcome: str,
-        error: BaseException | None,
+        failure: str | None,
         usage: Any,
         kind_counts: dict[str, int],
     ) -> None:
@@ -253,25 +288,22 @@ class StreamRecorder:
         instruments.streams_finished.add(1, (*key, (n.STREAM_OUTCOME, outcome)))
         for kind, count in kind_counts.items():
             instruments.stream_events.add(count, (*key, (n.EVENT_KIND, kind)))
-        duration_attributes = {**base, n.ERROR_TYPE: error_type(error)} if error is not None else base
+        duration_attributes = {**base, n.ERROR_TYPE: failure} if failure is not None else base
         instruments.operation_duration.record((end_ns - self.start_ns) / 1e9, duration_attributes)
         last_ns = max([self.last_ns, *(kept[-1][0] for kept in (self.tail, self.latest) if kept)])
         if self.first_ns and last_ns > self.first_ns:
             chunks_after_first = sum(kind_counts.values()) - 1
             instruments.time_per_output_chunk.record((last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
-        # Under Pydantic AI's own instrumentation, leave it the histograms it records: don't count twice.
-        if self.first_ns and not (self.pydantic_parent and PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK):
+        # Where Pydantic AI's own instrumentation records this request, leave it what it records: never twice.
+        pydantic_ai_records = self.pydantic_ai_records or recorded_by_pydantic_ai(self.stream)
+        if self.first_ns and not (pydantic_ai_records and PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK):
             instruments.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, base)
-        if self.pydantic_parent:
+        if pydantic_ai_records or usage is None:
             return
-        if usage is not None:
-            for token_type, field in (
-                (n.TOKEN_TYPE_INPUT, "input_tokens"),
-                (n.TOKEN_TYPE_OUTPUT, "output_tokens"),
-            ):
-                value = getattr(usage, field, 0)
-                if isinstance(value, int) and value > 0:
-                    instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type})
+        for token_type, field in ((n.TOKEN_TYPE_INPUT, "input_tokens"), (n.TOKEN_TYPE_OUTPUT, "output_tokens")):
+            value = getattr(usage, field, 0)
+            if isinstance(value, int) and value > 0:  # as Pydantic AI does: no point for a type with no tokens
+                instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type})
 
     def _materialise_span_events(self, kinds: dict[type[Any], str]) -> tuple[dict[str, int], dict[str, int]]:
         """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""
@@ -330,6 +362,14 @@ def _safe_get(stream: Any) -> Any:
         return None
 
 
+def _safe_usage(stream: Any) -> Any:
+    try:
+        return _read_usage(stream)
+    except Exception:
+        report_internal_error("reading usage")
+        return None
+
+
 def _read_usage(source: Any) -> Any:
     """A stream's (or response's) usage: a property in Pydantic AI 2.x, a method `usage()` in older releases."""
     usage = getattr(source, "usage", None)
@@ -337,8 +377,14 @@ def _read_usage(source: Any) -> Any:
 
 
 def start_stream_span(
-    telemetry: Telemetry, request_model: str | None, attributes: Attributes, start_wall_ns: int
+    telemetry: Telemetry,
+    request_model: str | None,
+    attributes: Attributes,
+    start_wall_ns: int,
+    parent: Context | None = None,
 ) -> Span:
-    """Start the CLIENT span of one stream, a child of the current span."""
+    """Start the CLIENT span of one stream, a child of the span current in `parent` (default: now)."""
     name = f"{n.OPERATION_CHAT} {request_model}" if request_model else n.OPERATION_CHAT
-    return telemetry.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_wall_ns)
+    return telemetry.tracer.start_span(
+        name, context=parent, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_wall_ns
+    )

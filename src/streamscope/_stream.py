@@ -1,4 +1,4 @@
-"""The instrumented stream: the per-event hot path, the stream proxy and the open/close lifecycle."""
+"""The instrumented stream: the per-event hot path, the stream proxy, and a model's span and metric attributes."""
 
 from __future__ import annotations
 
@@ -6,35 +6,19 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from contextvars import ContextVar
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import wrapt
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, Span
 from opentelemetry.util.types import AttributeValue
 
 from . import _names as n
 from ._events import Attributes, content_of
-from ._recorder import StreamRecorder, start_stream_span, task_is_cancelling, under_pydantic_ai_span
+from ._recorder import StreamRecorder
 from ._safety import report_internal_error
-from ._telemetry import Telemetry
 
 RECORDER_ATTRIBUTE = "_streamscope_recorder"
 """Set on a stream that streamscope instruments, so no other layer instruments it a second time."""
-
-# The span of the stream streamscope is opening, while it is: a `request_stream` nested inside it (a wrapper
-# model calling the model it wraps) is then not instrumented again, and a policy violation lands on it.
-_opening: ContextVar[Span | None] = ContextVar("streamscope_opening", default=None)
-
-
-def opening_span() -> Span | None:
-    """The span of the stream being opened in this context, if any."""
-    return _opening.get()
 
 
 async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
@@ -239,10 +223,9 @@ def model_attributes(model: Any) -> tuple[str | None, Attributes, Attributes]:
     """(request model, span start attributes, metric attributes) for a stream opened on `model`."""
     request_model = _safe_str(model, "model_name")
     system = _safe_str(model, "system")
-    provider = n.PROVIDER_NAME_MAP.get(system, system) if system else None
     common: Attributes = {n.GEN_AI_OPERATION_NAME: n.OPERATION_CHAT}
-    if provider:
-        common[n.GEN_AI_PROVIDER_NAME] = provider
+    if system:  # Pydantic AI's own name for the provider, as on its metrics, so the two join
+        common[n.GEN_AI_PROVIDER_NAME] = system
     if request_model:
         common[n.GEN_AI_REQUEST_MODEL] = request_model
     server = _server_attributes(model)
@@ -259,125 +242,3 @@ def _safe_str(obj: Any, attribute: str) -> str | None:
     except Exception:
         return None
     return value if isinstance(value, str) and value else None
-
-
-def begin(telemetry: Telemetry, model: Any, pydantic_ai_inside: bool = False) -> tuple[Any, int, int, Any, bool]:
-    """Start a stream's span; return (span, start ns, start wall ns, metric attributes, Pydantic AI records)."""
-    start_ns = time.perf_counter_ns()
-    start_wall_ns = time.time_ns()
-    request_model, span_attributes, metric_attributes = model_attributes(model)
-    pydantic_parent = pydantic_ai_inside or under_pydantic_ai_span(trace.get_current_span())
-    span = start_stream_span(telemetry, request_model, span_attributes, start_wall_ns)
-    return span, start_ns, start_wall_ns, metric_attributes, pydantic_parent
-
-
-class InstrumentedRequestStream:
-    """Async context manager: open `open_stream()` under a stream span and hand out the stream instrumented.
-
-    The span starts before the request is sent (so time to first chunk counts from the request) and ends
-    exactly once: when the iterator ends, fails or is closed, or at the latest when this context exits.
-    `pydantic_ai_inside` says Pydantic AI's own instrumentation wraps the model (it then records token
-    usage and time to first chunk itself).
-
-    While the request is sent, the current span is a non-recording view of the stream span: spans started
-    meanwhile (HTTP clients) are its children, but code that writes to "the current span" (Pydantic AI's
-    `FallbackModel` does) cannot change it.
-    """
-
-    __slots__ = ("_inner", "_model", "_open_stream", "_pydantic_ai_inside", "_recorder", "_telemetry")
-
-    def __init__(
-        self,
-        telemetry: Telemetry,
-        model: Any,
-        open_stream: Callable[[], AbstractAsyncContextManager[Any]],
-        *,
-        pydantic_ai_inside: bool = False,
-    ) -> None:
-        self._telemetry = telemetry
-        self._model = model
-        self._open_stream = open_stream
-        self._pydantic_ai_inside = pydantic_ai_inside
-        self._inner: AbstractAsyncContextManager[Any] | None = None
-        self._recorder: StreamRecorder | None = None
-
-    async def __aenter__(self) -> Any:
-        self._inner = inner = self._open_stream()
-        if _opening.get() is not None:  # nested in a stream streamscope is already opening
-            return await inner.__aenter__()
-        try:
-            span, start_ns, start_wall_ns, metric_attributes, pydantic_parent = begin(
-                self._telemetry, self._model, self._pydantic_ai_inside
-            )
-        except Exception:
-            report_internal_error("starting a stream span")
-            return await inner.__aenter__()
-
-        opening = _opening.set(span)
-        attached = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span.get_span_context())))
-        try:
-            stream = await inner.__aenter__()
-        except BaseException as error:
-            _fail_open(self._telemetry, span, start_ns, start_wall_ns, metric_attributes, error)
-            raise
-        finally:
-            otel_context.detach(attached)
-            _opening.reset(opening)
-
-        recorder: StreamRecorder | None = None
-        try:
-            recorder = StreamRecorder(
-                self._telemetry, stream, span, metric_attributes, start_ns, start_wall_ns, pydantic_parent
-            )
-            mark_instrumented(stream, recorder)
-            handed_out = InstrumentedStream(stream, recorder)
-        except Exception:
-            report_internal_error("instrumenting an opened stream")
-            if recorder is None:
-                span.end()
-            else:
-                recorder.finish(n.END_ERROR)
-            return stream
-        self._recorder = recorder
-        return handed_out
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> bool | None:
-        recorder = self._recorder
-        if recorder is not None and not recorder.finished:
-            if exc is not None:
-                recorder.finish_from_exception(exc)
-            elif task_is_cancelling():
-                recorder.finish(n.END_TASK_CANCELLED)
-            else:
-                recorder.finish(n.END_CONSUMER_CLOSED if recorder.iterated else n.END_NEVER_ITERATED)
-        assert self._inner is not None
-        return await self._inner.__aexit__(exc_type, exc, traceback)
-
-
-def _fail_open(
-    telemetry: Telemetry,
-    span: Any,
-    start_ns: int,
-    start_wall_ns: int,
-    metric_attributes: Attributes,
-    error: BaseException,
-) -> None:
-    """Report a stream that failed before it opened (denied, HTTP error, cancelled while connecting)."""
-    try:
-        recorder = StreamRecorder(telemetry, _NoStream(), span, metric_attributes, start_ns, start_wall_ns, False)
-        recorder.finish_from_exception(error)
-    except Exception:
-        report_internal_error("reporting a stream that failed to open")
-
-
-class _NoStream:
-    """Stands in for the stream a failed open never produced."""
-
-    cancelled = False
-
-    def get(self) -> None:
-        return None
-
-    usage = None

@@ -1,0 +1,79 @@
+"""Who instruments a request: one claim per request, placed in context by the streamscope layer that opens it.
+
+streamscope can sit at several layers of one request: `instrument(model)` around a model (which may be a
+`FallbackModel` or another wrapper), the process-wide patch on every model class that answers requests itself,
+and the `StreamedResponse.__aiter__` safety net. Each of them checks the claim in context and sets its own:
+
+- No claim: the layer is the outermost. It places a *delegating* claim and opens the request. A streamscope
+  layer further in that sees the claim takes the attempt it makes (each attempt of a `FallbackModel` is one),
+  with the outermost layer's telemetry, and tells the claim so. If no layer took the request, the outermost
+  one instruments it itself.
+- A delegating claim: the layer owns the attempt it opens. It places an *owning* claim for the layers below.
+- An owning claim: a layer above owns this attempt; the layer passes it through untouched.
+
+Denials are recorded once per exception the same way: the boundary that records one says so on the claim of
+the layer above it, which then only passes it on.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+
+from ._telemetry import Telemetry
+
+
+@dataclass(slots=True, eq=False)
+class RequestClaim:
+    """What one streamscope layer says about the request it is opening, to the layers it calls."""
+
+    telemetry: Telemetry
+    """Where everything about this request is reported: the outermost layer's telemetry."""
+    owning: bool
+    """True: the layer that set the claim instruments this attempt, so the layers below stand down."""
+    pydantic_ai_records: bool = False
+    """Pydantic AI's own instrumentation records this request's token usage (a fact known above)."""
+    taken: bool = False
+    """Delegating claims: a layer below took (an attempt of) the request."""
+    resumed_at: tuple[int, int] | None = None
+    """Delegating claims: (perf_counter_ns, time_ns) when the last taken attempt failed, so a later one starts."""
+    recorded_denials: list[BaseException] = field(default_factory=list[BaseException])
+    """Denials already recorded by a boundary below this layer."""
+
+    def was_recorded(self, error: BaseException) -> bool:
+        """Whether a boundary below already recorded `error`."""
+        return any(error is recorded for recorded in self.recorded_denials)
+
+
+_current: ContextVar[RequestClaim | None] = ContextVar("streamscope_request_claim", default=None)
+
+
+def current_claim() -> RequestClaim | None:
+    """The claim of the streamscope layer whose request is being opened in this context, if any."""
+    return _current.get()
+
+
+def place(claim: RequestClaim) -> Token[RequestClaim | None]:
+    """Make `claim` the one the layers called from here see."""
+    return _current.set(claim)
+
+
+def withdraw(token: Token[RequestClaim | None]) -> None:
+    """Restore the claim that was current before `place` returned `token`."""
+    _current.reset(token)
+
+
+def delegating_claim(
+    above: RequestClaim | None, telemetry: Telemetry, pydantic_ai_records: bool
+) -> tuple[RequestClaim, Telemetry]:
+    """The claim a layer places before it opens a request, and the telemetry it reports with.
+
+    Under a delegating claim the layer owns its attempt (an owning claim, the outer layer's telemetry); with no
+    claim above it is the outermost layer and delegates to whatever streamscope layer is further in.
+    """
+    if above is None:
+        return RequestClaim(telemetry, owning=False, pydantic_ai_records=pydantic_ai_records), telemetry
+    above.taken = True
+    above.resumed_at = None
+    records = pydantic_ai_records or above.pydantic_ai_records
+    return RequestClaim(above.telemetry, owning=True, pydantic_ai_records=records), above.telemetry

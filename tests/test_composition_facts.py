@@ -1,0 +1,319 @@
+"""Each fact streamscope decides composition from, tested where the guess it replaced went wrong.
+
+- The abstract `Model.request_stream` is never wrapped: Pydantic AI's `is` check still tells a model without
+  streaming from one with it (Pydantic AI's own `test_non_streaming_model_raises_a_clear_error` and
+  `test_non_streaming_model_error_does_not_blame_a_capability`, which broke under process-wide mode).
+- Classes are patched as they are created: models and streams defined after `instrument()`, in any order,
+  across `uninstrument()`/`instrument()` cycles.
+- Endings: Pydantic AI's request timeout while opening is an error with `error.type`; the consumer's own
+  exception is not a model error, on `request_stream` and `Agent.run_stream` alike; unknown usage is left out.
+- Labels join: for the same request, streamscope's `gen_ai.provider.name` is the one Pydantic AI puts on its
+  metrics (google-gla, bedrock, mistral, xai, azure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pydantic_ai
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import ModelMessage, ModelResponse, ModelResponseStreamEvent, TextPart
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, override_allow_model_requests
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.instrumented import InstrumentedModel
+from pydantic_ai.settings import ModelSettings
+
+import streamscope
+from tests.composition import MESSAGES, PROMPT, WordStream, define_user_model, pydantic_ai_settings
+from tests.conftest import Otel, sum_value
+
+pytestmark = pytest.mark.anyio
+
+PYDANTIC_AI_VERSION = tuple(int(part) for part in pydantic_ai.__version__.split(".")[:2])
+
+
+def attrs(span: Any) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+# --- Pydantic AI's identity check on Model.request_stream -----------------------------------------------------------
+class NonStreamingModel(Model):
+    """A model without `request_stream` of its own, as Pydantic AI's tests define one."""
+
+    @property
+    def model_name(self) -> str:
+        return "non-streaming"
+
+    @property
+    def system(self) -> str:
+        return "test"
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("hello")])
+
+
+async def _streamed_run_error(model: Model) -> tuple[type[BaseException], str]:
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - whatever Pydantic AI raises, compared below
+        async with Agent(model).run_stream(PROMPT) as result:
+            await result.get_output()
+    return type(raised.value), str(raised.value)
+
+
+@pytest.mark.parametrize("defined", ["before instrument()", "after instrument()"])
+async def test_non_streaming_model_still_raises_pydantic_ais_clear_error(otel: Otel, defined: str) -> None:
+    """Under process-wide mode a model without streaming fails as it does without streamscope: with Pydantic AI's
+    `UserError` where it has that guard (the abstract `Model.request_stream` is never wrapped)."""
+    model_class: type[Model] = NonStreamingModel
+    baseline = await _streamed_run_error(model_class())
+    if PYDANTIC_AI_VERSION > (2, 0):
+        assert baseline[0] is UserError
+        assert "does not support streamed requests" in baseline[1]
+    streamscope.instrument(**otel.providers)
+    if defined == "after instrument()":
+
+        class LaterNonStreamingModel(NonStreamingModel):
+            pass
+
+        model_class = LaterNonStreamingModel
+    assert model_class.request_stream is Model.request_stream  # the abstract base is never wrapped
+    error = await _streamed_run_error(model_class())
+    assert error == (baseline[0], baseline[1].replace("NonStreamingModel", model_class.__name__))
+    assert otel.stream_spans() == []
+    # a non-streamed run is untouched
+    assert (await Agent(model_class()).run(PROMPT)).output == "hello"
+
+
+# --- classes created after instrument() --------------------------------------------------------------------------
+async def test_stream_class_defined_after_instrument_iterated_directly(instrumented: Otel) -> None:
+    """A `StreamedResponse` subclass with its own `__aiter__`, defined after `instrument()` and iterated without any
+    `request_stream` (the safety net's case), is one span."""
+
+    @dataclass
+    class LateStream(WordStream):
+        def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
+            return super().__aiter__()
+
+    assert hasattr(LateStream.__dict__["__aiter__"], "__wrapped__")  # patched as it was created
+    stream = LateStream(ModelRequestParameters())
+    events = [event async for event in stream]
+    span = instrumented.one_stream_span()
+    assert attrs(span)["streamscope.stream.events.total"] == len(events) >= 3
+    assert attrs(span)["gen_ai.provider.name"] == "acme"
+    assert attrs(span)["streamscope.stream.outcome"] == "complete"
+
+
+async def test_class_defined_while_instrumented_is_restored_and_patched_again(otel: Otel) -> None:
+    streamscope.instrument(**otel.providers)
+    model_class = define_user_model(WordStream, checks_policy=True)
+    patched = model_class.__dict__["request_stream"]
+    original = patched.__wrapped__
+    streamscope.uninstrument()
+    assert model_class.__dict__["request_stream"] is original
+    assert "__init_subclass__" not in StreamedResponse.__dict__
+
+    # uninstrumented: the denial is raised, nothing is recorded
+    with override_allow_model_requests(False), pytest.raises(RuntimeError):
+        async with model_class().request_stream(MESSAGES, None, ModelRequestParameters()):
+            pass
+    assert sum_value(otel.metrics().get("streamscope.policy.violations", [])) == 0
+
+    streamscope.instrument(**otel.providers)
+    assert hasattr(model_class.__dict__["request_stream"], "__wrapped__")
+    for _ in range(2):
+        with override_allow_model_requests(False), pytest.raises(RuntimeError):
+            async with model_class().request_stream(MESSAGES, None, ModelRequestParameters()):
+                pass
+    with override_allow_model_requests(False), pytest.raises(RuntimeError):
+        await Agent(model_class()).run(PROMPT)  # not streamed: `request` is a boundary too
+    assert sum_value(otel.metrics()["streamscope.policy.violations"]) == 3
+    assert len(otel.stream_spans()) == 2
+
+
+async def test_model_instrumented_both_ways_records_each_denial_once(otel: Otel) -> None:
+    streamscope.instrument(**otel.providers)
+    model = streamscope.instrument(define_user_model(WordStream, checks_policy=True)(), **otel.providers)
+    with override_allow_model_requests(False):
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                async with Agent(model).run_stream(PROMPT) as result:
+                    await result.get_output()
+        with pytest.raises(RuntimeError):
+            await Agent(model).run(PROMPT)
+    assert sum_value(otel.metrics()["streamscope.policy.violations"]) == 4
+    assert len(otel.stream_spans()) == 3
+    assert [e.name for s in otel.stream_spans() for e in s.events].count("streamscope.policy.violation") == 3
+
+
+# --- endings -------------------------------------------------------------------------------------------------------
+async def slow_to_answer(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    await asyncio.sleep(5)
+    yield "too late"
+
+
+@pytest.mark.skipif(PYDANTIC_AI_VERSION <= (2, 0), reason="request_timeout deadlines came after Pydantic AI 2.0")
+@pytest.mark.parametrize("setting", ["request_timeout", "first_event_timeout"])
+async def test_timeout_while_opening_is_an_error(otel: Otel, instrument: Any, setting: str) -> None:
+    from pydantic_ai.exceptions import ModelRequestTimeout
+
+    model = instrument(FunctionModel(stream_function=slow_to_answer, model_name="slow"))
+    agent = Agent(model, model_settings=cast(ModelSettings, {setting: 0.05}))
+    with pytest.raises(ModelRequestTimeout):
+        async with agent.run_stream(PROMPT) as result:
+            await result.get_output()
+    span = otel.one_stream_span()
+    assert attrs(span)["streamscope.stream.outcome"] == "error"
+    assert attrs(span)["streamscope.stream.end_reason"] == "timeout"
+    assert attrs(span)["error.type"] == "pydantic_ai.exceptions.ModelRequestTimeout"
+    assert span.status.status_code is StatusCode.ERROR
+    duration = otel.metrics()["gen_ai.client.operation.duration"]
+    assert [a.get("error.type") for a, _ in duration] == ["pydantic_ai.exceptions.ModelRequestTimeout"]
+
+
+async def test_cancellation_without_a_request_deadline_is_not_a_timeout(otel: Otel, instrument: Any) -> None:
+    """A cancel scope of the caller's own (no Pydantic AI deadline set) interrupts the stream; it is no error."""
+    model = instrument(FunctionModel(stream_function=slow_to_answer, model_name="slow"))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05), model.request_stream(MESSAGES, None, ModelRequestParameters()):
+            pass
+    span = otel.one_stream_span()
+    assert (attrs(span)["streamscope.stream.outcome"], attrs(span)["streamscope.stream.end_reason"]) == (
+        "interrupted",
+        "task_cancelled",
+    )
+    assert "error.type" not in attrs(span)
+
+
+class ConsumerBugError(Exception):
+    pass
+
+
+async def two_chunks(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    yield "one "
+    yield "two"
+
+
+@pytest.mark.parametrize("path", ["request_stream", "run_stream"])
+async def test_consumer_exception_is_not_a_model_error(otel: Otel, instrument: Any, path: str) -> None:
+    model = instrument(FunctionModel(stream_function=two_chunks, model_name="fn"))
+    with pytest.raises(ConsumerBugError):
+        if path == "request_stream":
+            async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+                async for _ in stream:
+                    raise ConsumerBugError
+        else:
+            async with Agent(model).run_stream(PROMPT) as result:
+                async for _ in result.stream_text(delta=True, debounce_by=None):
+                    raise ConsumerBugError
+    span = otel.one_stream_span()
+    assert attrs(span)["streamscope.stream.outcome"] == "interrupted"
+    assert "error.type" not in attrs(span)
+    assert span.status.status_code is StatusCode.UNSET
+    finished = otel.metrics()["streamscope.streams.finished"]
+    assert [(a["streamscope.stream.outcome"], p.value) for a, p in finished] == [("interrupted", 1)]
+
+
+@dataclass
+class UsagelessStream(WordStream):
+    """A provider that reports no usage at all."""
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        for word in self.words:
+            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
+                yield event
+
+
+async def test_unknown_usage_is_left_out_never_zero(otel: Otel, instrument: Any) -> None:
+    model = instrument(define_user_model(UsagelessStream, checks_policy=False)())
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    span = otel.one_stream_span()
+    assert attrs(span)["streamscope.stream.outcome"] == "complete"
+    assert not [key for key in attrs(span) if key.startswith("gen_ai.usage.")]
+    metrics = otel.metrics()
+    assert "gen_ai.client.token.usage" not in metrics
+    assert sum_value(metrics.get("streamscope.usage.input_tokens", [])) == 0
+
+
+# --- labels ---------------------------------------------------------------------------------------------------------
+PROVIDERS = ("google-gla", "bedrock", "mistral", "xai", "azure")
+
+
+def provider_model(system: str) -> Model:
+    """A model answering as Pydantic AI's `system` says (a FunctionModel under another provider's name)."""
+
+    class ProviderModel(FunctionModel):
+        @property
+        def system(self) -> str:
+            return system
+
+    return ProviderModel(stream_function=two_chunks, model_name=f"{system}-model")
+
+
+@pytest.mark.parametrize("system", PROVIDERS)
+async def test_provider_labels_join_with_pydantic_ais(otel: Otel, instrument: Any, system: str) -> None:
+    """Both libraries recording in one process label the same request with the same `gen_ai.provider.name`."""
+    instrumented_agent = Agent(instrument(provider_model(system)))
+    instrumented_agent.instrument = pydantic_ai_settings(_as_telemetry(otel))
+    async with instrumented_agent.run_stream(PROMPT) as result:  # Pydantic AI records tokens and TTFC
+        await result.get_output()
+    async with Agent(instrument(provider_model(system))).run_stream(PROMPT) as result:  # streamscope does
+        await result.get_output()
+
+    labels: dict[tuple[str, str], set[Any]] = {}
+    data = otel.metric_reader.get_metrics_data()
+    assert data is not None
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    value = dict(point.attributes or {}).get("gen_ai.provider.name")
+                    if value is not None:
+                        labels.setdefault((scope_metrics.scope.name, metric.name), set()).add(value)
+    pydantic_ai_token_labels = labels[next(k for k in labels if k[0] != "streamscope" and "token" in k[1])]
+    assert pydantic_ai_token_labels == {system}
+    assert labels["streamscope", "gen_ai.client.token.usage"] == {system}
+    assert labels["streamscope", "gen_ai.client.operation.duration"] == {system}
+    assert {attrs(s)["gen_ai.provider.name"] for s in otel.stream_spans()} == {system}
+
+
+def _as_telemetry(otel: Otel) -> Any:
+    @dataclass
+    class Providers:
+        meter_provider: Any
+
+    return Providers(otel.meter_provider)
+
+
+# --- the caller's context -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["inside", "outside"])
+async def test_callers_context_is_left_as_found_around_instrumented_model(otel: Otel, where: str) -> None:
+    leaf = FunctionModel(stream_function=two_chunks, model_name="fn")
+    settings = pydantic_ai_settings(_as_telemetry(otel))
+    model = (
+        streamscope.instrument(InstrumentedModel(leaf, settings), **otel.providers)
+        if where == "inside"
+        else InstrumentedModel(streamscope.instrument(leaf, **otel.providers), settings)
+    )
+    tracer = otel.tracer_provider.get_tracer("caller")
+    with tracer.start_as_current_span("caller") as caller:
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                pass
+        assert trace.get_current_span() is caller
+        with tracer.start_as_current_span("next") as after:
+            pass
+    assert after.parent is not None and after.parent.span_id == caller.get_span_context().span_id  # pyright: ignore[reportAttributeAccessIssue]
+    assert trace.get_current_span() is trace.INVALID_SPAN
