@@ -269,6 +269,21 @@ async def one_stream(variant: str, events: int) -> int:
     return count
 
 
+async def many_streams(variant: str, streams: int) -> int:
+    """Open, drain and close `streams` 1-event streams under `variant` (after a warm-up one), for counting
+    instructions per stream (benchmarks/instructions.py)."""
+    tracer_provider, meter_provider = providers()
+    model = VARIANTS[variant](text_stream(1), tracer_provider, meter_provider)
+    await drain(model)
+    gc.collect()
+    gc.freeze()
+    count = 0
+    for _ in range(streams):
+        count += await drain(model)
+    tracer_provider.shutdown()
+    return count
+
+
 def print_table(results: dict[str, Any]) -> None:
     for workload in results["workloads"]:
         print(
@@ -302,6 +317,9 @@ def run_worker(task: str, argument: str, repetitions: int) -> Any:
     if task == "stream":  # one stream, for counting instructions (benchmarks/instructions.py)
         variant, events = argument.split(":")
         return asyncio.run(one_stream(variant, int(events)))
+    if task == "streams":  # many 1-event streams, for counting instructions per open+close
+        variant, streams = argument.split(":")
+        return asyncio.run(many_streams(variant, int(streams)))
     return asyncio.run(peak_memory(int(argument)))
 
 

@@ -317,3 +317,36 @@ async def test_callers_context_is_left_as_found_around_instrumented_model(otel: 
             pass
     assert after.parent is not None and after.parent.span_id == caller.get_span_context().span_id  # pyright: ignore[reportAttributeAccessIssue]
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+# --- sampling -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["always_off", "ratio"])
+async def test_one_shared_tracer_provider_under_sampling_counts_every_request_once(
+    otel: Otel, instrument: Any, sampler: str
+) -> None:
+    """The issue's case: streamscope and Pydantic AI on one tracer provider whose sampler drops (some) traces.
+    Pydantic AI records its metrics for every request, sampled or not; streamscope leaves them to it."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+
+    shared = TracerProvider(sampler=ALWAYS_OFF if sampler == "always_off" else TraceIdRatioBased(0.5))
+    shared.add_span_processor(SimpleSpanProcessor(otel.spans_exporter))
+    otel.tracer_provider = shared  # streamscope's spans go where Pydantic AI's go
+    agent = Agent(instrument(FunctionModel(stream_function=two_chunks, model_name="fn")))
+    agent.instrument = InstrumentationSettings(tracer_provider=shared, meter_provider=otel.meter_provider)
+    runs = 20
+    outputs: list[int] = []
+    for _ in range(runs):
+        async with agent.run_stream(PROMPT) as result:
+            await result.get_output()
+        outputs += [m.usage.output_tokens for m in result.new_messages() if isinstance(m, ModelResponse)]
+    metrics = otel.metrics()
+    token_points = metrics["gen_ai.client.token.usage"]
+    for token_type in ("input", "output"):
+        points = [p for a, p in token_points if a["gen_ai.token.type"] == token_type]
+        assert sum(p.count for p in points) == runs
+    assert sum(p.sum for a, p in token_points if a["gen_ai.token.type"] == "output") == sum(outputs)
+    assert sum(p.count for _, p in metrics["gen_ai.client.operation.time_to_first_chunk"]) == runs
+    assert sum(p.count for _, p in metrics["gen_ai.client.operation.duration"]) == runs  # streamscope's own

@@ -19,7 +19,7 @@ from ._policy import note_denials
 from ._recorder import StreamRecorder, start_stream_span, task_is_cancelling
 from ._safety import report_internal_error
 from ._sensors import run_is_instrumented
-from ._stream import InstrumentedStream, mark_instrumented, model_attributes, recorder_of
+from ._stream import InstrumentedStream, mark_instrumented, model_attributes
 from ._telemetry import Telemetry
 
 _DEADLINE_SETTINGS = ("request_timeout", "first_event_timeout")
@@ -119,9 +119,9 @@ class InstrumentedRequestStream:
         start = (time.perf_counter_ns(), time.time_ns())
         try:
             facts = self._pydantic_ai_inside or run_is_instrumented(self._run_context)
-            claim, telemetry = delegating_claim(above, self._telemetry, facts)
             parent = otel_context.get_current()
             deadline = request_deadline(self._model, self._model_settings)
+            claim, telemetry = delegating_claim(above, self._telemetry, facts)  # last: it tells the layer above
         except Exception:
             report_internal_error("starting to instrument a stream")
             self._inner = inner = self._open_stream()
@@ -202,8 +202,3 @@ class _NoStream:
 
     def get(self) -> None:
         return None
-
-
-def stream_is_claimed(stream: Any) -> bool:
-    """Whether a layer instruments `stream`, or one is opening a request in this context (and will)."""
-    return recorder_of(stream) is not None or current_claim() is not None
