@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import re
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -22,13 +21,9 @@ import pydantic_ai
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from pydantic_ai import Agent, AgentRunResultEvent
 from pydantic_ai.exceptions import ModelAPIError
@@ -39,19 +34,20 @@ from pydantic_ai.messages import (
     ModelResponseStreamEvent,
     UserPromptPart,
 )
-from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, check_allow_model_requests
+from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.models.test import TestModel as PydanticTestModel  # aliased: pytest would try to collect `Test*`
 from pydantic_ai.providers.openai import OpenAIProvider
-from pydantic_ai.settings import ModelSettings
-from pydantic_ai.usage import RequestUsage
 
 import streamscope
 from streamscope import StreamscopeInstrumentor
+from tests.conftest import Otel, sum_value
+from tests.helpers_reliability import make_otel
 from tests.openai_server import OpenAIStubServer
+from tests.user_models import WordStream, make_model_class
 
 PYDANTIC_AI_VERSION = tuple(int(p) for p in pydantic_ai.__version__.split(".")[:2])
 # Pydantic AI 2.0.0's `run_stream_sync` never finishes the run it streams (the sync result is no context manager),
@@ -102,77 +98,6 @@ async def tool_then_text(messages: list[ModelMessage], info: AgentInfo) -> Async
         yield "Inner said so."
 
 
-@dataclass
-class WordStream(StreamedResponse):
-    """A user-defined stream with an `__aiter__` of its own."""
-
-    words: tuple[str, ...] = ("user ", "words")
-    _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
-        return super().__aiter__()
-
-    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
-        self._usage = RequestUsage(input_tokens=9)
-        for word in self.words:
-            self._usage = self._usage + RequestUsage(output_tokens=1)
-            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
-                yield event
-
-    @property
-    def model_name(self) -> str:
-        return "words-1"
-
-    @property
-    def provider_name(self) -> str:
-        return "acme"
-
-    @property
-    def provider_url(self) -> str | None:
-        return None
-
-    @property
-    def timestamp(self) -> datetime:
-        return self._timestamp
-
-
-def define_user_model(stream_class: type[WordStream], *, checks_policy: bool) -> type[Model]:
-    """A user-defined model class (defined when this is called), streaming `stream_class`."""
-
-    class WordModel(Model):
-        @property
-        def model_name(self) -> str:
-            return "words-1"
-
-        @property
-        def system(self) -> str:
-            return "acme"
-
-        async def request(
-            self,
-            messages: list[ModelMessage],
-            model_settings: ModelSettings | None,
-            model_request_parameters: ModelRequestParameters,
-        ) -> ModelResponse:
-            if checks_policy:
-                check_allow_model_requests()
-            raise NotImplementedError
-
-        @asynccontextmanager
-        async def request_stream(
-            self,
-            messages: list[ModelMessage],
-            model_settings: ModelSettings | None,
-            model_request_parameters: ModelRequestParameters,
-            run_context: Any = None,
-        ) -> AsyncGenerator[StreamedResponse]:
-            if checks_policy:
-                check_allow_model_requests()
-            yield stream_class(model_request_parameters)
-
-    return WordModel
-
-
 def define_user_stream() -> type[WordStream]:
     """A `WordStream` subclass defined when this is called, with its own `__aiter__` too."""
 
@@ -184,69 +109,34 @@ def define_user_stream() -> type[WordStream]:
     return LaterWordStream
 
 
-UserModelBefore = define_user_model(WordStream, checks_policy=False)
-CheckingModelBefore = define_user_model(WordStream, checks_policy=True)
+UserModelBefore = make_model_class(WordStream)
+CheckingModelBefore = make_model_class(WordStream, checks_policy=True)
 
 
 # --- telemetry ----------------------------------------------------------------------------------------------------
 @dataclass
-class Telemetry:
-    """Where the cell's telemetry goes: streamscope's providers, and Pydantic AI's (same meter, own tracer)."""
+class Telemetry(Otel):
+    """Where the cell's telemetry goes (streamscope's providers; Pydantic AI's share the meter provider), read back
+    from the in-memory pipeline, or for `configure()` from its Prometheus endpoint."""
 
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
-    logger_provider: LoggerProvider
-    spans: InMemorySpanExporter
-    logs: InMemoryLogRecordExporter
-    reader: InMemoryMetricReader | None
     prometheus_url: str | None = None
-
-    @property
-    def providers(self) -> dict[str, Any]:
-        return {
-            "tracer_provider": self.tracer_provider,
-            "meter_provider": self.meter_provider,
-            "logger_provider": self.logger_provider,
-        }
-
-    def stream_spans(self) -> list[ReadableSpan]:
-        return [s for s in self.spans.get_finished_spans() if s.instrumentation_scope.name == "streamscope"]  # pyright: ignore[reportOptionalMemberAccess]
 
     def histogram(self, name: str, **labels: str) -> tuple[int, float]:
         """(count, sum) of histogram `name` over every scope and attribute set that has `labels`."""
         if self.prometheus_url is not None:
             return _scraped_histogram(self.prometheus_url, name, labels)
-        count, total = 0, 0.0
-        for attributes, point in self._points(name):
-            if all(attributes.get(k.replace("__", ".")) == v for k, v in labels.items()):
-                count += point.count
-                total += point.sum
-        return count, total
+        wanted = {key.replace("__", "."): value for key, value in labels.items()}
+        points = [p for a, p in self.metrics().get(name, []) if all(a.get(k) == v for k, v in wanted.items())]
+        return sum(p.count for p in points), sum(p.sum for p in points)
 
     def counter(self, name: str) -> float:
         """The value of counter `name` summed over every attribute set."""
         if self.prometheus_url is not None:
             return _scraped_counter(self.prometheus_url, name)
-        return sum(point.value for _, point in self._points(name))
-
-    def _points(self, name: str) -> Iterator[tuple[dict[str, Any], Any]]:
-        assert self.reader is not None
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    if metric.name == name:
-                        for point in metric.data.data_points:
-                            yield dict(point.attributes or {}), point
+        return sum_value(self.metrics().get(name, []))
 
     def violation_logs(self) -> list[Any]:
-        return [
-            record
-            for record in self.logs.get_finished_logs()
-            if record.log_record.event_name == "streamscope.policy.violation"
-        ]
+        return [r for r in self.logs() if r.log_record.event_name == "streamscope.policy.violation"]
 
 
 def _prometheus_lines(url: str) -> list[tuple[str, dict[str, str], float]]:
@@ -285,16 +175,16 @@ def _scraped_counter(url: str, name: str) -> float:
 
 
 def in_memory_telemetry() -> Telemetry:
-    spans = InMemorySpanExporter()
     # Always on, not parent-based: the stream spans are counted even under an unsampled Pydantic AI span.
-    tracer_provider = TracerProvider(sampler=ALWAYS_ON)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    logs = InMemoryLogRecordExporter()
-    logger_provider = LoggerProvider()
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    return Telemetry(tracer_provider, meter_provider, logger_provider, spans, logs, reader)
+    otel = make_otel(sampler=ALWAYS_ON)
+    return Telemetry(
+        otel.tracer_provider,
+        otel.meter_provider,
+        otel.logger_provider,
+        otel.spans_exporter,
+        otel.metric_reader,
+        otel.logs_exporter,
+    )
 
 
 # --- the cell -----------------------------------------------------------------------------------------------------
@@ -355,18 +245,18 @@ def streamscope_on(cell: Cell, telemetry: Telemetry) -> Generator[Telemetry]:
                 prometheus_port=0,
                 set_global=False,
             )
-        configuration.tracer_provider.add_span_processor(SimpleSpanProcessor(telemetry.spans))
-        configuration.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(telemetry.logs))
+        configuration.tracer_provider.add_span_processor(SimpleSpanProcessor(telemetry.spans_exporter))
+        configuration.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(telemetry.logs_exporter))
         assert configuration.prometheus_address is not None
         host, port = configuration.prometheus_address
         configured = Telemetry(
             configuration.tracer_provider,
             configuration.meter_provider,
             configuration.logger_provider,
-            telemetry.spans,
-            telemetry.logs,
-            None,
-            f"http://{host}:{port}/metrics",
+            telemetry.spans_exporter,
+            telemetry.metric_reader,  # not the configured meter provider's: metrics are read from its endpoint
+            telemetry.logs_exporter,
+            prometheus_url=f"http://{host}:{port}/metrics",
         )
         try:
             yield configured
@@ -425,7 +315,7 @@ class Builder:
         if kind == "user model before":
             return self.wrap(UserModelBefore()), 1
         if kind == "user model after":
-            return self.wrap(define_user_model(define_user_stream(), checks_policy=False)()), 1
+            return self.wrap(make_model_class(define_user_stream())()), 1
         raise AssertionError(kind)
 
 
@@ -571,10 +461,10 @@ class _Snapshot(Telemetry):
             telemetry.tracer_provider,
             telemetry.meter_provider,
             telemetry.logger_provider,
-            telemetry.spans,
-            telemetry.logs,
-            telemetry.reader,
-            telemetry.prometheus_url,
+            telemetry.spans_exporter,
+            telemetry.metric_reader,
+            telemetry.logs_exporter,
+            prometheus_url=telemetry.prometheus_url,
         )
         snapshot._histograms = {}
         snapshot._counters = {}

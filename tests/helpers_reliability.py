@@ -41,6 +41,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
@@ -270,11 +271,14 @@ def collect_logs(name: str, level: int = logging.DEBUG) -> Generator[list[loggin
 
 
 # --- in-memory pipelines --------------------------------------------------------------------------------------------
-def make_otel(*, max_events: int | None = None, processors: tuple[SpanProcessor, ...] = ()) -> Otel:
-    """A fresh in-memory pipeline (the one the `otel` fixture builds), optionally with a span event limit."""
+def make_otel(
+    *, max_events: int | None = None, processors: tuple[SpanProcessor, ...] = (), sampler: Sampler | None = None
+) -> Otel:
+    """A fresh in-memory pipeline (the one the `otel` fixture builds), optionally with a span event limit or a
+    sampler."""
     spans_exporter = InMemorySpanExporter()
     limits = SpanLimits(max_events=max_events) if max_events is not None else None
-    tracer_provider = TracerProvider(span_limits=limits)
+    tracer_provider = TracerProvider(span_limits=limits, sampler=sampler)
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans_exporter))
     for processor in processors:
         tracer_provider.add_span_processor(processor)

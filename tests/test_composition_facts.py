@@ -31,8 +31,9 @@ from pydantic_ai.models.instrumented import InstrumentedModel
 from pydantic_ai.settings import ModelSettings
 
 import streamscope
-from tests.composition import MESSAGES, PROMPT, WordStream, define_user_model, pydantic_ai_settings
+from tests.composition import MESSAGES, PROMPT, pydantic_ai_settings
 from tests.conftest import Otel, sum_value
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
@@ -106,7 +107,7 @@ async def test_stream_class_defined_after_instrument_iterated_directly(instrumen
             return super().__aiter__()
 
     assert hasattr(LateStream.__dict__["__aiter__"], "__wrapped__")  # patched as it was created
-    stream = LateStream(ModelRequestParameters())
+    stream = LateStream(ModelRequestParameters(), words=["user ", "words"])
     events = [event async for event in stream]
     span = instrumented.one_stream_span()
     assert attrs(span)["streamscope.stream.events.total"] == len(events) >= 3
@@ -116,7 +117,7 @@ async def test_stream_class_defined_after_instrument_iterated_directly(instrumen
 
 async def test_class_defined_while_instrumented_is_restored_and_patched_again(otel: Otel) -> None:
     streamscope.instrument(**otel.providers)
-    model_class = define_user_model(WordStream, checks_policy=True)
+    model_class = make_model_class(WordStream, checks_policy=True)
     patched = model_class.__dict__["request_stream"]
     original = patched.__wrapped__
     streamscope.uninstrument()
@@ -143,7 +144,7 @@ async def test_class_defined_while_instrumented_is_restored_and_patched_again(ot
 
 async def test_model_instrumented_both_ways_records_each_denial_once(otel: Otel) -> None:
     streamscope.instrument(**otel.providers)
-    model = streamscope.instrument(define_user_model(WordStream, checks_policy=True)(), **otel.providers)
+    model = streamscope.instrument(make_model_class(WordStream, checks_policy=True)(), **otel.providers)
     with override_allow_model_requests(False):
         for _ in range(3):
             with pytest.raises(RuntimeError):
@@ -235,7 +236,7 @@ class UsagelessStream(WordStream):
 
 
 async def test_unknown_usage_is_left_out_never_zero(otel: Otel, instrument: Any) -> None:
-    model = instrument(define_user_model(UsagelessStream, checks_policy=False)())
+    model = instrument(make_model_class(UsagelessStream)())
     async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
         async for _ in stream:
             pass

@@ -43,9 +43,7 @@ from tests.composition import (
     Cell,
     CheckingModelBefore,
     Observed,
-    WordStream,
     attrs,
-    define_user_model,
     expected_spans,
     in_memory_telemetry,
     pydantic_ai_settings,
@@ -55,6 +53,7 @@ from tests.composition import (
     tokens,
 )
 from tests.openai_server import OpenAIStubServer
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
@@ -140,62 +139,49 @@ def denial_cells() -> Iterator[Cell]:
         yield Cell(mode, pydantic_ai, model, path)
 
 
-class _PolicyRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.mark.parametrize("cell", list(denial_cells()), ids=lambda c: f"{c.mode}|{c.pydantic_ai}|{c.model}|{c.path}")
-async def test_denial_recorded_once(cell: Cell, server: OpenAIStubServer) -> None:
+async def test_denial_recorded_once(cell: Cell, server: OpenAIStubServer, caplog: pytest.LogCaptureFixture) -> None:
     """A real provider class (or a user model calling `check_allow_model_requests`) denied: recorded exactly once,
     on every channel, and the very `RuntimeError` reaches the caller."""
     requests_before = len(server.requests)
-    handler = _PolicyRecords()
-    logging.getLogger("streamscope.policy").addHandler(handler)
-    try:
-        with streamscope_on(cell, in_memory_telemetry()) as telemetry:
-            if cell.model == "openai":
-                provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
-                model = OpenAIChatModel("gpt-4o", provider=provider)
-            elif cell.model == "user model before":
-                model = CheckingModelBefore()
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    with streamscope_on(cell, in_memory_telemetry()) as telemetry:
+        if cell.model == "openai":
+            provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+            model = OpenAIChatModel("gpt-4o", provider=provider)
+        elif cell.model == "user model before":
+            model = CheckingModelBefore()
+        else:
+            model = make_model_class(WordStream, checks_policy=True)()
+        if cell.explicit:
+            model = streamscope.instrument(model, **telemetry.providers)
+        if cell.pydantic_ai == "sampled" and cell.path == "request_stream":
+            model = InstrumentedModel(model, pydantic_ai_settings(telemetry))
+        agent = Agent(model)
+        if cell.pydantic_ai == "sampled":
+            agent.instrument = pydantic_ai_settings(telemetry)
+        with override_allow_model_requests(False), pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"):
+            if cell.path == "run":
+                await agent.run(PROMPT)
+            elif cell.path == "request_stream":
+                async with model.request_stream(MESSAGES, None, ModelRequestParameters()):
+                    pass
             else:
-                model = define_user_model(WordStream, checks_policy=True)()
-            if cell.explicit:
-                model = streamscope.instrument(model, **telemetry.providers)
-            if cell.pydantic_ai == "sampled" and cell.path == "request_stream":
-                model = InstrumentedModel(model, pydantic_ai_settings(telemetry))
-            agent = Agent(model)
-            if cell.pydantic_ai == "sampled":
-                agent.instrument = pydantic_ai_settings(telemetry)
-            with override_allow_model_requests(False), pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"):
-                if cell.path == "run":
-                    await agent.run(PROMPT)
-                elif cell.path == "request_stream":
-                    async with model.request_stream(MESSAGES, None, ModelRequestParameters()):
-                        pass
-                else:
-                    await run_path(cell.path, model, agent, Observed(telemetry))
-            telemetry.tracer_provider.force_flush()
-            assert telemetry.counter("streamscope.policy.violations") == 1
-            assert len(telemetry.violation_logs()) == 1
-            violation_events = [
-                e
-                for s in telemetry.spans.get_finished_spans()
-                for e in s.events
-                if e.name == "streamscope.policy.violation"
-            ]
-            # streamed: on the failed stream's span; not streamed: on the current span (Pydantic AI's, elsewhere)
-            assert len(violation_events) == (0 if cell.path == "run" else 1)
-            if cell.path != "run":
-                (span,) = telemetry.stream_spans()
-                assert attrs(span)["error.type"] == "RuntimeError"
-            assert telemetry.counter("streamscope.streams.active") == 0
-    finally:
-        logging.getLogger("streamscope.policy").removeHandler(handler)
-    assert len(handler.records) == 1
+                await run_path(cell.path, model, agent, Observed(telemetry))
+        telemetry.tracer_provider.force_flush()
+        assert telemetry.counter("streamscope.policy.violations") == 1
+        assert len(telemetry.violation_logs()) == 1
+        violation_events = [
+            e
+            for s in telemetry.spans_exporter.get_finished_spans()
+            for e in s.events
+            if e.name == "streamscope.policy.violation"
+        ]
+        # streamed: on the failed stream's span; not streamed: on the current span (Pydantic AI's, elsewhere)
+        assert len(violation_events) == (0 if cell.path == "run" else 1)
+        if cell.path != "run":
+            (span,) = telemetry.stream_spans()
+            assert attrs(span)["error.type"] == "RuntimeError"
+        assert telemetry.counter("streamscope.streams.active") == 0
+    assert len([r for r in caplog.records if r.name == "streamscope.policy"]) == 1
     assert len(server.requests) == requests_before  # nothing reached the provider

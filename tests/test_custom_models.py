@@ -2,55 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ModelResponseStreamEvent, UserPromptPart
-from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
-from pydantic_ai.settings import ModelSettings
+from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.usage import RequestUsage
 
 import streamscope
 from tests.conftest import Otel, sum_value
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
 MESSAGES: list[ModelMessage] = [ModelRequest(parts=[UserPromptPart("hi")])]
-
-
-@dataclass
-class WordStream(StreamedResponse):
-    words: list[str] = field(default_factory=list)
-    _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
-        for word in self.words:
-            self._usage = self._usage + RequestUsage(output_tokens=1)
-            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
-                yield event
-
-    @property
-    def model_name(self) -> str:
-        return "words-1"
-
-    @property
-    def provider_name(self) -> str:
-        return "acme"
-
-    @property
-    def provider_url(self) -> str | None:
-        return "https://llm.acme.example:8443/v1"
-
-    @property
-    def timestamp(self) -> datetime:
-        return self._timestamp
-
-    async def close_stream(self) -> None:
-        return None
 
 
 @dataclass
@@ -59,43 +25,6 @@ class MethodUsageStream(WordStream):
 
     def usage(self) -> RequestUsage:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         return self._usage
-
-
-def make_model_class(
-    stream_class: type[WordStream], base_url: str | None = "https://llm.acme.example:8443/v1"
-) -> type[Model]:
-    class WordModel(Model):
-        @property
-        def model_name(self) -> str:
-            return "words-1"
-
-        @property
-        def system(self) -> str:
-            return "acme"
-
-        @property
-        def base_url(self) -> str | None:
-            return base_url
-
-        async def request(
-            self,
-            messages: list[ModelMessage],
-            model_settings: ModelSettings | None,
-            model_request_parameters: ModelRequestParameters,
-        ) -> ModelResponse:
-            raise NotImplementedError
-
-        @asynccontextmanager
-        async def request_stream(
-            self,
-            messages: list[ModelMessage],
-            model_settings: ModelSettings | None,
-            model_request_parameters: ModelRequestParameters,
-            run_context: Any = None,
-        ) -> AsyncGenerator[StreamedResponse]:
-            yield stream_class(model_request_parameters, words=["one", " two", " three"])
-
-    return WordModel
 
 
 async def drain(model: Model) -> list[Any]:
@@ -148,10 +77,10 @@ async def test_custom_model_class_defined_before_instrument_is_patched(otel: Ote
     assert dict(span.attributes or {})["streamscope.stream.outcome"] == "complete"
 
 
-async def test_custom_model_class_defined_after_instrument_is_caught_by_the_safety_net(otel: Otel) -> None:
+async def test_custom_model_class_defined_after_instrument_is_patched_as_it_is_created(otel: Otel) -> None:
     streamscope.instrument(**otel.providers)
     try:
-        model_class = make_model_class(WordStream)  # request_stream not patched: the __aiter__ net catches it
+        model_class = make_model_class(WordStream)  # patched as it is created
         events = await drain(model_class())
     finally:
         streamscope.uninstrument()
