@@ -18,7 +18,7 @@ the layer above it, which then only passes it on.
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ._telemetry import Telemetry
 
@@ -37,12 +37,18 @@ class RequestClaim:
     """Delegating claims: a layer below took (an attempt of) the request."""
     resumed_at: tuple[int, int] | None = None
     """Delegating claims: (perf_counter_ns, time_ns) when the last taken attempt failed, so a later one starts."""
-    recorded_denials: list[BaseException] = field(default_factory=list[BaseException])
-    """Denials already recorded by a boundary below this layer."""
+    recorded_denials: list[BaseException] | None = None
+    """Denials already recorded by a boundary below this layer (made when the first is)."""
 
     def was_recorded(self, error: BaseException) -> bool:
         """Whether a boundary below already recorded `error`."""
-        return any(error is recorded for recorded in self.recorded_denials)
+        return self.recorded_denials is not None and any(error is recorded for recorded in self.recorded_denials)
+
+    def note_recorded(self, error: BaseException) -> None:
+        """Tell this layer a boundary below it recorded `error`."""
+        if self.recorded_denials is None:
+            self.recorded_denials = []
+        self.recorded_denials.append(error)
 
 
 _current: ContextVar[RequestClaim | None] = ContextVar("streamscope_request_claim", default=None)

@@ -7,22 +7,21 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from . import _names as n
+from . import _stream
 from ._claims import RequestClaim, current_claim, delegating_claim, place, withdraw
 from ._policy import note_denials
 from ._recorder import StreamRecorder, start_stream_span, task_is_cancelling
 from ._safety import report_internal_error
 from ._sensors import run_is_instrumented
-from ._stream import InstrumentedStream, mark_instrumented, model_attributes
+from ._stream import InstrumentedStream, model_attributes
 from ._telemetry import Telemetry
-
-_DEADLINE_SETTINGS = ("request_timeout", "first_event_timeout")
 
 
 def request_deadline(model: Any, model_settings: Any) -> float:
@@ -49,10 +48,10 @@ def _settings_of(model: Any) -> Any:
 
 
 def _sets(settings: Any) -> bool:
-    try:
-        return any(settings.get(key) is not None for key in _DEADLINE_SETTINGS)
-    except AttributeError:  # None, or not a mapping
+    if not isinstance(settings, dict):  # ModelSettings is a TypedDict: a dict at run time
         return False
+    values = cast(dict[str, Any], settings)
+    return values.get("request_timeout") is not None or values.get("first_event_timeout") is not None
 
 
 def start_recorder(
@@ -145,7 +144,7 @@ class InstrumentedRequestStream:
             recorder = start_recorder(
                 telemetry, self._model, stream, start, parent, claim.pydantic_ai_records, deadline
             )
-            mark_instrumented(stream, recorder)
+            _stream.mark_instrumented(stream, recorder)  # through the module: diagnostics may count the marks
             handed_out = InstrumentedStream(stream, recorder)
         except Exception:
             report_internal_error("instrumenting an opened stream")

@@ -89,7 +89,7 @@ def note_denials(
             if mine is None or not mine.was_recorded(denial):
                 record_violation(telemetry, denial, boundary_model, span)
             if above is not None:
-                above.recorded_denials.append(denial)
+                above.note_recorded(denial)
     except Exception:
         report_internal_error("recording a policy violation")
 

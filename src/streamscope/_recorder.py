@@ -47,8 +47,9 @@ def usage_is_known(usage: Any) -> bool:
     """Whether the provider reported any usage (a stream whose provider sent none has all-zero usage)."""
     if usage is None:
         return False
-    if any(getattr(usage, field, 0) for field, _, _ in n.USAGE_FIELDS):
-        return True
+    for field, _, _ in n.USAGE_FIELDS:
+        if getattr(usage, field, 0):
+            return True
     return bool(getattr(usage, "details", None))
 
 
