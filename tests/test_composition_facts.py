@@ -23,9 +23,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from pydantic_ai import Agent
-from pydantic_ai.exceptions import UserError
+from pydantic_ai.exceptions import ModelAPIError, UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, ModelResponseStreamEvent, TextPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, override_allow_model_requests
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentedModel
 from pydantic_ai.settings import ModelSettings
@@ -351,3 +352,31 @@ async def test_one_shared_tracer_provider_under_sampling_counts_every_request_on
     assert sum(p.sum for a, p in token_points if a["gen_ai.token.type"] == "output") == sum(outputs)
     assert sum(p.count for _, p in metrics["gen_ai.client.operation.time_to_first_chunk"]) == runs
     assert sum(p.count for _, p in metrics["gen_ai.client.operation.duration"]) == runs  # streamscope's own
+
+
+# --- FallbackModel, instrumented at several layers ------------------------------------------------------------------
+async def failing_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    if not messages:
+        yield "never"
+    raise ModelAPIError("bad", "boom")
+
+
+@pytest.mark.parametrize("second", ["instrumented", "plain"])
+async def test_fallback_of_instrumented_models_inside_an_instrumented_fallback(otel: Otel, second: str) -> None:
+    """`instrument(FallbackModel(instrument(a), b))`: the attempt a layer further in takes is its span; an attempt
+    none takes (a plain `b`) is the outer layer's, starting when the taken one failed. One span per attempt."""
+    bad = streamscope.instrument(FunctionModel(stream_function=failing_stream, model_name="bad"), **otel.providers)
+    good: Model = FunctionModel(stream_function=two_chunks, model_name="good")
+    if second == "instrumented":
+        good = streamscope.instrument(good, **otel.providers)
+    model = streamscope.instrument(FallbackModel(bad, good), **otel.providers)
+    async with Agent(model).run_stream(PROMPT) as result:
+        assert await result.get_output() == "one two"
+    failed, succeeded = sorted(otel.stream_spans(), key=lambda s: s.start_time or 0)
+    assert (attrs(failed)["gen_ai.request.model"], attrs(failed)["streamscope.stream.outcome"]) == ("bad", "error")
+    assert attrs(succeeded)["streamscope.stream.outcome"] == "complete"
+    assert attrs(succeeded)["gen_ai.response.model"] == "good"
+    assert (failed.end_time or 0) <= (succeeded.start_time or 0)  # the second attempt starts after the first failed
+    metrics = otel.metrics()
+    assert sum(p.count for a, p in metrics["gen_ai.client.token.usage"] if a["gen_ai.token.type"] == "output") == 1
+    assert sum_value(metrics["streamscope.streams.active"]) == 0
