@@ -139,6 +139,21 @@ VARIANTS: dict[str, Callable[[Model, TracerProvider, MeterProvider], Any]] = {
 }
 
 
+# Stream open+close variants besides the per-event ones: streamscope's own machinery without the SDK's work, and
+# streamscope composed with Pydantic AI's own instrumentation (which Pydantic AI records, which streamscope leaves).
+STREAM_VARIANTS: dict[str, Callable[[Model, TracerProvider, MeterProvider], Any]] = {
+    **VARIANTS,
+    "streamscope_noop_providers": lambda model, _tp, _mp: streamscope.instrument(
+        model, tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
+    ),
+    "streamscope_over_instrumented_model": lambda model, tp, mp: streamscope.instrument(
+        InstrumentedModel(model, InstrumentationSettings(tracer_provider=tp, meter_provider=mp)),
+        tracer_provider=tp,
+        meter_provider=mp,
+    ),
+}
+
+
 WORKLOADS: dict[str, Callable[[], Model]] = {
     "text, 2,000 deltas": lambda: text_stream(2_000),
     "text, 20,000 deltas": lambda: text_stream(20_000),
@@ -273,7 +288,7 @@ async def many_streams(variant: str, streams: int) -> int:
     """Open, drain and close `streams` 1-event streams under `variant` (after a warm-up one), for counting
     instructions per stream (benchmarks/instructions.py)."""
     tracer_provider, meter_provider = providers()
-    model = VARIANTS[variant](text_stream(1), tracer_provider, meter_provider)
+    model = STREAM_VARIANTS[variant](text_stream(1), tracer_provider, meter_provider)
     await drain(model)
     gc.collect()
     gc.freeze()

@@ -24,7 +24,13 @@ from pathlib import Path
 
 BENCH = Path(__file__).with_name("bench_streams.py")
 VARIANTS = ("raw", "pydantic_ai_instrumented", "naive_add_event", "streamscope", "streamscope_capture")
-STREAM_VARIANTS = ("raw", "pydantic_ai_instrumented", "streamscope")
+STREAM_VARIANTS = (
+    "raw",
+    "pydantic_ai_instrumented",
+    "streamscope",
+    "streamscope_noop_providers",
+    "streamscope_over_instrumented_model",
+)
 SHORT, LONG = 1_000, 5_000
 FEW, MANY = 50, 250
 _SOURCE: list[str] = []  # a checkout's src/ to import streamscope from, if given
@@ -76,6 +82,7 @@ def main() -> None:
     print(f"\nmarginal instructions per 1-event stream, open to close ({FEW} vs {MANY} streams)")
     for variant, value in per_stream.items():
         added = value - per_stream["raw"]
+        results.setdefault(variant, {})
         results[variant] |= {"instructions_per_stream": round(value), "added_per_stream": round(added)}
         print(f"  {variant:<26} {value:>10,.0f} {added:>+10,.0f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
