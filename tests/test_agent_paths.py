@@ -372,7 +372,9 @@ async def test_one_span_per_model_request(otel: Otel, instrument: Instrument, pa
     with_output = [response for response in responses if response.usage.output_tokens]
     assert histogram_count(token_usage, gen_ai__token__type="output") == len(with_output)
     assert sum_value(token_usage, gen_ai__token__type="output") == output_tokens
-    assert {frozenset(attributes) for attributes, _ in token_usage} == {frozenset({*base, "gen_ai.token.type"})}
+    assert {frozenset(attributes) for attributes, _ in token_usage} == {
+        frozenset({*base, "gen_ai.response.model", "gen_ai.token.type"})
+    }
     assert histogram_count(metrics["gen_ai.client.operation.duration"]) == len(spans)
     assert histogram_count(metrics["gen_ai.client.operation.time_to_first_chunk"]) == len(spans)
     assert all("error.type" not in attributes for attributes, _ in metrics["gen_ai.client.operation.duration"])

@@ -39,7 +39,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")
 
 BATCHES = 10
 BATCH = 1_000
-TRACED = 9  # tracemalloc traces the last batch only (it slows allocation ~6x); block counts cover every batch
+# tracemalloc traces the last two batches only (it slows allocation ~6x); block counts cover every batch. What the
+# first traced batch leaves is bounded state, allocated anew while tracing (the histograms' exemplars: the latest
+# per bucket); what the last one adds on top is what 1,000 more streams leak.
+TRACED = 8
 TOLERANCE = 32 * 1024  # bytes the last 1,000 streams may leave traced: ~33 a stream, less than any leaked object
 BLOCK_TOLERANCE = 1_000  # allocated blocks over the last 7,000 streams: fewer than one per 7 streams
 
@@ -143,8 +146,8 @@ async def test_ten_thousand_streams_let_go_of_do_not_leak(scenario: str, mode: s
     assert kept_blocks > 20 * BLOCK_TOLERANCE, kept_blocks  # the measurement sees 1,000 streams kept alive
     block_growth = [count - blocks[1] for count in blocks[1:]]  # from the end of warm-up batch 2 on
     assert max(block_growth) < BLOCK_TOLERANCE, block_growth
-    traced_growth = [size - traced[0] for size in traced]
-    assert max(traced_growth) < TOLERANCE, traced_growth
+    assert len(traced) == 3  # when tracing started, after the first traced batch, after the last one
+    assert traced[2] - traced[1] < TOLERANCE, traced
 
     assert ledger.started == BATCHES * BATCH
     ledger.assert_all_ended_once()

@@ -131,12 +131,14 @@ def histogram_points(points: list[tuple[dict[str, Any], Any]]) -> list[tuple[dic
     return [(attributes, point.count, point.sum) for attributes, point in points]
 
 
-def base_attributes() -> dict[str, Any]:
+def base_attributes(server: OpenAIStubServer) -> dict[str, Any]:
+    """The attributes of every metric of a stream from `server` (histograms add the response model when known)."""
     return {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o",
         "server.address": "127.0.0.1",
+        "server.port": server.port,
     }
 
 
@@ -240,22 +242,23 @@ async def test_text_stream(otel: Otel, stub: Stub, instrument: Instrument) -> No
     assert first_offset == ttfc
 
     metrics = otel.metrics()
-    base = base_attributes()
+    base = base_attributes(stub.server)
     assert [(a, p.value) for a, p in metrics["streamscope.usage.input_tokens"]] == [(base, 13)]
     assert [(a, p.value) for a, p in metrics["streamscope.usage.output_tokens"]] == [(base, 5)]
     assert [(a, p.value) for a, p in metrics["streamscope.usage.cache_read.input_tokens"]] == [(base, 4)]
     assert "streamscope.usage.cache_creation.input_tokens" not in metrics
     assert "streamscope.usage.reasoning.output_tokens" not in metrics
+    histogram_base = {**base, "gen_ai.response.model": "gpt-4o-2024-08-06"}
     assert histogram_points(metrics["gen_ai.client.token.usage"]) == [
-        ({**base, "gen_ai.token.type": "input"}, 1, 13),
-        ({**base, "gen_ai.token.type": "output"}, 1, 5),
+        ({**histogram_base, "gen_ai.token.type": "input"}, 1, 13),
+        ({**histogram_base, "gen_ai.token.type": "output"}, 1, 5),
     ]
     ((ttfc_attributes, ttfc_point),) = metrics["gen_ai.client.operation.time_to_first_chunk"]
-    assert ttfc_attributes == base
+    assert ttfc_attributes == histogram_base
     assert ttfc_point.count == 1
     assert ttfc_point.sum == pytest.approx(ttfc)
     ((duration_attributes, duration_point),) = metrics["gen_ai.client.operation.duration"]
-    assert duration_attributes == base
+    assert duration_attributes == histogram_base
     assert duration_point.count == 1
     assert ttfc <= duration_point.sum
     assert [(a, p.value) for a, p in metrics["streamscope.streams.finished"]] == [
@@ -380,7 +383,7 @@ async def test_http_500_at_open(otel: Otel, stub: Stub, instrument: Instrument) 
     assert dict(exception.attributes or {})["exception.type"] == error_type
 
     metrics = otel.metrics()
-    base = base_attributes()
+    base = base_attributes(stub.server)
     assert [(a, p.count) for a, p in metrics["gen_ai.client.operation.duration"]] == [
         ({**base, "error.type": error_type}, 1)
     ]
@@ -429,13 +432,15 @@ async def test_connection_dropped_mid_stream(otel: Otel, stub: Stub, instrument:
     )
 
     metrics = otel.metrics()
-    base = base_attributes()
+    base = base_attributes(stub.server)
     assert {a["streamscope.event.kind"]: p.value for a, p in metrics["streamscope.stream.events"]} == {
         "part_start": 1,
         "final_result": 1,
         "part_delta": 2,
     }
-    assert [a for a, _ in metrics["gen_ai.client.operation.duration"]] == [{**base, "error.type": error_type}]
+    assert [a for a, _ in metrics["gen_ai.client.operation.duration"]] == [
+        {**base, "gen_ai.response.model": "gpt-4o", "error.type": error_type}
+    ]
     assert [(a, p.value) for a, p in metrics["streamscope.streams.finished"]] == [
         ({**base, "streamscope.stream.outcome": "error"}, 1)
     ]
@@ -448,7 +453,7 @@ SLOW_TEXT = ["a", "b", "c", "d", "e", "f"]
 SLOW_DELAY = 0.05  # seconds before each `data:` event: long enough to cancel between chunks
 
 
-def assert_interrupted(otel: Otel, end_reason: str, events: Sequence[Any]) -> None:
+def assert_interrupted(otel: Otel, server: OpenAIStubServer, end_reason: str, events: Sequence[Any]) -> None:
     spans = otel.stream_spans()
     assert len(spans) == 1  # exactly one span, ended once
     (span,) = spans
@@ -463,12 +468,15 @@ def assert_interrupted(otel: Otel, end_reason: str, events: Sequence[Any]) -> No
     assert_events_match_consumer(span, events)
 
     metrics = otel.metrics()
-    base = base_attributes()
+    base = base_attributes(server)
     assert [(a, p.value) for a, p in metrics["streamscope.streams.finished"]] == [
         ({**base, "streamscope.stream.outcome": "interrupted"}, 1)
     ]
     assert [(a, p.value) for a, p in metrics["streamscope.streams.active"]] == [(base, 0)]
-    assert [(a, p.count) for a, p in metrics["gen_ai.client.operation.duration"]] == [(base, 1)]
+    # the histograms add the response model the stream reported before it was cut off
+    assert [(a, p.count) for a, p in metrics["gen_ai.client.operation.duration"]] == [
+        ({**base, "gen_ai.response.model": "gpt-4o"}, 1)
+    ]
     assert sum_value(metrics["streamscope.stream.events"]) == len(events)
 
 
@@ -487,7 +495,7 @@ async def test_cancel_called_mid_stream(otel: Otel, stub: Stub) -> None:
         assert stream.get().state == "interrupted"
 
     assert [event.event_kind for event in events] == ["part_start", "final_result", "part_delta"]
-    assert_interrupted(otel, "cancel_called", events)
+    assert_interrupted(otel, stub.server, "cancel_called", events)
 
 
 @pytest.mark.parametrize("how", ["cancel_scope", "task_cancel"])
@@ -521,7 +529,7 @@ async def test_task_cancelled_mid_stream(otel: Otel, stub: Stub, how: str) -> No
             await task
 
     assert [event.event_kind for event in events] == ["part_start", "final_result", "part_delta"]
-    assert_interrupted(otel, "task_cancelled", events)
+    assert_interrupted(otel, stub.server, "task_cancelled", events)
 
 
 # --- content capture over real HTTP -------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ async def consume_stream(model: Any) -> None:
             pass
 
 
-def expected_attributes(site: CallSite) -> dict[str, Any]:
+def expected_attributes(site: CallSite, server: OpenAIStubServer) -> dict[str, Any]:
     return {
         "streamscope.policy.name": "allow_model_requests",
         "streamscope.policy.call_site": site.call_site,
@@ -93,6 +93,7 @@ def expected_attributes(site: CallSite) -> dict[str, Any]:
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o",
         "server.address": "127.0.0.1",
+        "server.port": server.port,
         "streamscope.policy.model_class": "OpenAIChatModel",
     }
 
@@ -125,7 +126,7 @@ def assert_raised_unchanged(excinfo: pytest.ExceptionInfo[RuntimeError]) -> None
 def assert_one_stream_denial(
     otel: Otel, caplog: pytest.LogCaptureFixture, server: OpenAIStubServer, site: CallSite = STREAM_SITE
 ) -> None:
-    attributes = expected_attributes(site)
+    attributes = expected_attributes(site, server)
     assert site.module.startswith("pydantic_ai.models.openai")
     assert site.qualname == "OpenAIChatModel.request_stream"
 
@@ -254,7 +255,7 @@ async def test_non_streaming_request_denial(
 ) -> None:
     model = openai_model(server)
     tracer = instrumented.tracer_provider.get_tracer("test-app")
-    attributes = expected_attributes(REQUEST_SITE)
+    attributes = expected_attributes(REQUEST_SITE, server)
     assert REQUEST_SITE.qualname == "OpenAIChatModel.request"
     assert REQUEST_SITE.module.startswith("pydantic_ai.models.openai")
 
@@ -598,7 +599,7 @@ def test_provider_module_imported_after_instrument(tmp_path: Path, server: OpenA
     assert out["internal_errors"] == []
 
     denial = {"type": "RuntimeError", "message": MESSAGE}
-    attributes = expected_attributes(STREAM_SITE)
+    attributes = expected_attributes(STREAM_SITE, server)
 
     # instrumented: recorded once, everywhere
     assert out["instrumented_denial"] == denial

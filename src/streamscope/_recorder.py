@@ -11,6 +11,7 @@ from collections import deque
 from typing import Any
 
 import anyio
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -242,7 +243,15 @@ class StreamRecorder:
         except Exception:
             report_internal_error("ending a stream span")
         # Metrics are recorded whatever happened to the span (a span processor may raise in on_end).
-        self._record_metrics(end_ns, outcome, failure, known_usage, kind_counts)
+        response_model = attributes.get(n.GEN_AI_RESPONSE_MODEL)
+        self._record_metrics(
+            end_ns,
+            outcome,
+            failure,
+            known_usage,
+            kind_counts,
+            response_model if isinstance(response_model, str) else None,
+        )
 
     def _end_span(
         self,
@@ -281,30 +290,38 @@ class StreamRecorder:
         failure: str | None,
         usage: Any,
         kind_counts: dict[str, int],
+        response_model: str | None,
     ) -> None:
         instruments = self.telemetry.metrics
-        base = self.metric_attributes
         key = self.metric_key
         instruments.streams_active.add(-1, key)
         instruments.streams_finished.add(1, (*key, (n.STREAM_OUTCOME, outcome)))
         for kind, count in kind_counts.items():
             instruments.stream_events.add(count, (*key, (n.EVENT_KIND, kind)))
-        duration_attributes = {**base, n.ERROR_TYPE: failure} if failure is not None else base
-        instruments.operation_duration.record((end_ns - self.start_ns) / 1e9, duration_attributes)
+        # The histograms: GenAI attributes as the conventions list them for each, in the stream span's context so
+        # that an exemplar points at the stream span.
+        base = self.metric_attributes
+        if response_model:
+            base = {**base, n.GEN_AI_RESPONSE_MODEL: response_model}
+        timed = {**base, n.ERROR_TYPE: failure} if failure is not None else base
+        context = trace.set_span_in_context(self.span)
+        instruments.operation_duration.record((end_ns - self.start_ns) / 1e9, timed, context)
         last_ns = max([self.last_ns, *(kept[-1][0] for kept in (self.tail, self.latest) if kept)])
         if self.first_ns and last_ns > self.first_ns:
             chunks_after_first = sum(kind_counts.values()) - 1
-            instruments.time_per_output_chunk.record((last_ns - self.first_ns) / 1e9 / chunks_after_first, base)
+            instruments.time_per_output_chunk.record(
+                (last_ns - self.first_ns) / 1e9 / chunks_after_first, timed, context
+            )
         # Where Pydantic AI's own instrumentation records this request, leave it what it records: never twice.
         pydantic_ai_records = self.pydantic_ai_records or recorded_by_pydantic_ai(self.stream)
         if self.first_ns and not (pydantic_ai_records and PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK):
-            instruments.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, base)
+            instruments.time_to_first_chunk.record((self.first_ns - self.start_ns) / 1e9, timed, context)
         if pydantic_ai_records or usage is None:
             return
         for token_type, field in ((n.TOKEN_TYPE_INPUT, "input_tokens"), (n.TOKEN_TYPE_OUTPUT, "output_tokens")):
             value = getattr(usage, field, 0)
             if isinstance(value, int) and value > 0:  # as Pydantic AI does: no point for a type with no tokens
-                instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type})
+                instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type}, context)
 
     def _materialise_span_events(self, kinds: dict[type[Any], str]) -> tuple[dict[str, int], dict[str, int]]:
         """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""

@@ -229,9 +229,7 @@ def model_attributes(model: Any) -> tuple[str | None, Attributes, Attributes]:
     if request_model:
         common[n.GEN_AI_REQUEST_MODEL] = request_model
     server = _server_attributes(model)
-    metric_attributes: Attributes = {**common}
-    if n.SERVER_ADDRESS in server:
-        metric_attributes[n.SERVER_ADDRESS] = server[n.SERVER_ADDRESS]
+    metric_attributes: Attributes = {**common, **server}  # server.port is conditionally required with the address
     span_attributes: Attributes = {**common, **server, n.GEN_AI_REQUEST_STREAM: True}
     return request_model, span_attributes, metric_attributes
 

@@ -1,0 +1,153 @@
+"""Metrics as the GenAI conventions (v1.41) write them, and exemplars that point at the stream span.
+
+- Attributes: `server.port` beside `server.address`; `gen_ai.response.model` where the stream reported one;
+  `error.type` on the timing histograms of a failed stream; nothing with unbounded cardinality (ids, content).
+- Descriptions and units exactly as the semantic-conventions package writes them.
+- Every histogram point of a stream is recorded in the stream span's context: with the SDK's default
+  (trace-based) exemplar filter its exemplar carries the stream span's trace and span id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+from opentelemetry.trace import SpanContext
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import ModelRequestParameters
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+import streamscope
+from tests.composition import MESSAGES
+from tests.conftest import Instrument, Otel
+from tests.user_models import WordStream, make_model_class
+
+pytestmark = pytest.mark.anyio
+
+HISTOGRAMS = (
+    "gen_ai.client.token.usage",
+    "gen_ai.client.operation.duration",
+    "gen_ai.client.operation.time_to_first_chunk",
+    "gen_ai.client.operation.time_per_output_chunk",
+)
+# Attributes the conventions allow on the GenAI client histograms (plus gen_ai.token.type on token usage).
+ALLOWED = {
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "server.address",
+    "server.port",
+    "error.type",
+    "gen_ai.token.type",
+}
+
+
+def span_context(span: ReadableSpan) -> SpanContext:
+    assert span.context is not None
+    return span.context
+
+
+async def drain(model: Any) -> None:
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+
+
+async def failing_midway(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    yield "half "
+    yield "an answer"
+    raise ConnectionError("reset")
+
+
+def histogram_points(otel: Otel) -> dict[str, list[tuple[dict[str, Any], Any]]]:
+    metrics = otel.metrics()
+    return {name: metrics[name] for name in HISTOGRAMS if name in metrics}
+
+
+async def test_histogram_attributes_follow_the_conventions(otel: Otel, instrument: Instrument) -> None:
+    """A user model with a base URL: server.address and server.port, the response model, no error.type."""
+    model = instrument(make_model_class(WordStream)())
+    await drain(model)
+    points = histogram_points(otel)
+    assert set(points) == set(HISTOGRAMS)
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "acme",
+        "gen_ai.request.model": "words-1",
+        "gen_ai.response.model": "words-1",
+        "server.address": "llm.acme.example",
+        "server.port": 8443,
+    }
+    for name, series in points.items():
+        for attributes, _ in series:
+            assert {k: v for k, v in attributes.items() if k != "gen_ai.token.type"} == expected, name
+    assert [a["gen_ai.token.type"] for a, _ in points["gen_ai.client.token.usage"]] == ["output"]
+
+
+async def test_failed_stream_timings_carry_error_type(otel: Otel, instrument: Instrument) -> None:
+    model = instrument(FunctionModel(stream_function=failing_midway, model_name="fn"))
+    with pytest.raises(ConnectionError):
+        await drain(model)
+    points = histogram_points(otel)
+    for name in ("gen_ai.client.operation.duration", "gen_ai.client.operation.time_to_first_chunk"):
+        ((attributes, _),) = points[name]
+        assert attributes["error.type"] == "ConnectionError", name
+    for series in points.values():
+        for attributes, _ in series:
+            assert set(attributes) <= ALLOWED
+
+
+async def test_descriptions_and_units_are_the_conventions(otel: Otel) -> None:
+    """Each histogram is exported with the description and unit the semantic-conventions package's factory gives."""
+    reader = InMemoryMetricReader()
+    reference = MeterProvider(metric_readers=[reader]).get_meter("reference")
+    for factory in (
+        gen_ai_metrics.create_gen_ai_client_token_usage,
+        gen_ai_metrics.create_gen_ai_client_operation_duration,
+        gen_ai_metrics.create_gen_ai_client_operation_time_to_first_chunk,
+        gen_ai_metrics.create_gen_ai_client_operation_time_per_output_chunk,
+    ):
+        factory(reference).record(1)
+    await drain(streamscope.instrument(make_model_class(WordStream)(), **otel.providers))
+    assert _described(reader) == {name: v for name, v in _described(otel.metric_reader).items() if name in HISTOGRAMS}
+
+
+def _described(reader: InMemoryMetricReader) -> dict[str, tuple[str | None, str | None]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        metric.name: (metric.description, metric.unit)
+        for resource_metrics in data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+    }
+
+
+async def test_exemplars_point_at_the_stream_span(otel: Otel, instrument: Instrument) -> None:
+    """Under a sampled caller span, each histogram's exemplar is the stream span's, not the caller's."""
+    model = instrument(make_model_class(WordStream)())
+    with otel.tracer_provider.get_tracer("app").start_as_current_span("request handler"):
+        await drain(model)
+    stream_context = span_context(otel.one_stream_span())
+    points = histogram_points(otel)
+    assert set(points) == set(HISTOGRAMS)
+    for name, series in points.items():
+        for _, point in series:
+            assert point.exemplars, name
+            for exemplar in point.exemplars:
+                assert (exemplar.trace_id, exemplar.span_id) == (stream_context.trace_id, stream_context.span_id)
+
+
+async def test_exemplars_without_a_caller_span_still_point_at_the_stream_span(otel: Otel) -> None:
+    model = streamscope.instrument(make_model_class(WordStream)(), **otel.providers)
+    await drain(model)
+    stream_context = span_context(otel.one_stream_span())
+    (_, point) = otel.metrics()["gen_ai.client.operation.duration"][0]
+    (exemplar,) = point.exemplars
+    assert exemplar.span_id == stream_context.span_id
