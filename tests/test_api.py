@@ -146,6 +146,7 @@ def test_all_is_sorted_complete_and_importable() -> None:
     assert len(set(names)) == len(names)
     documented = {
         "Configuration",
+        "ContentCapture",
         "Options",
         "SpanEventMode",
         "StreamscopeInstrumentor",
@@ -228,7 +229,8 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"meter_provider": NoOpTracerProvider()}, TypeError, "meter_provider"),
     ({"logger_provider": 1}, TypeError, "logger_provider"),
     ({"logger_provider": NoOpTracerProvider()}, TypeError, "logger_provider"),
-    ({"capture_content": "yes"}, TypeError, "capture_content"),
+    ({"capture_content": "yes"}, ValueError, "capture_content"),
+    ({"capture_content": ""}, ValueError, "capture_content"),
     ({"capture_content": 1}, TypeError, "capture_content"),
     ({"max_content_length": 0}, ValueError, "max_content_length"),
     ({"max_content_length": -1}, ValueError, "max_content_length"),
@@ -305,7 +307,7 @@ def test_good_options_are_kept(otel: Otel) -> None:
         tracer_provider=otel.tracer_provider,
         meter_provider=otel.meter_provider,
         logger_provider=otel.logger_provider,
-        capture_content=True,
+        capture_content="span_only",
         max_content_length=1,
         redact=redact,
         span_events="coalesce",
@@ -317,31 +319,96 @@ def test_good_options_are_kept(otel: Otel) -> None:
     zero = cast(StreamscopeModel, streamscope.instrument(function_model(), usage_flush_interval=0)).telemetry.options
     assert zero.usage_flush_interval == 0.0
     defaults = cast(StreamscopeModel, streamscope.instrument(function_model(), capture_content=False)).telemetry
-    assert defaults.options == Options(capture_content=False)
+    assert defaults.options == Options(capture_content="no_content") == Options()
+    for name in ("NO_CONTENT", "span_only", "Event_Only", "SPAN_AND_EVENT"):
+        model = cast(StreamscopeModel, streamscope.instrument(function_model(), capture_content=name))
+        assert model.telemetry.options.capture_content == name.lower()
 
 
 # --- OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT ------------------------------------------
-async def _content_on_span(otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str | None, **options: Any) -> bool:
+async def _content_where(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str | None, **options: Any
+) -> tuple[bool, bool]:
+    """(content on span events, content on log records) for one stream under `env` and `options`."""
     if env is None:
         monkeypatch.delenv(ENV, raising=False)
     else:
         monkeypatch.setenv(ENV, env)
-    await consume_stream(streamscope.instrument(function_model(), tracer_provider=otel.tracer_provider, **options))
-    events = content_events(otel.one_stream_span())
+    await consume_stream(streamscope.instrument(function_model(), **otel.providers, **options))
+    span = otel.one_stream_span()
+    events = content_events(span)
     assert [e["streamscope.content.length"] for e in events] == [6, 5, 11]
     captured = [e.get("streamscope.content") for e in events]
     assert captured in ([None, None, None], ["Hello ", "world", "Hello world"])
-    return captured[0] is not None
+    logs = [r.log_record for r in otel.logs() if (r.log_record.event_name or "").startswith("streamscope.stream.")]
+    if logs:  # one per event with content, named as its span event, correlated with the stream span
+        assert [(r.event_name, dict(r.attributes or {})["streamscope.content"]) for r in logs] == [
+            ("streamscope.stream.part_start", "Hello "),
+            ("streamscope.stream.part_delta", "world"),
+            ("streamscope.stream.part_end", "Hello world"),
+        ]
+        assert span.context is not None
+        assert {(r.trace_id, r.span_id) for r in logs} == {(span.context.trace_id, span.context.span_id)}
+        assert [r.timestamp for r in logs] == [
+            e.timestamp for e in span.events if e.name in {r.event_name for r in logs}
+        ]
+    return captured[0] is not None, bool(logs)
 
 
-@pytest.mark.parametrize("env", ["SPAN_ONLY", "SPAN_AND_EVENT", "true", "span_only", " TRUE "])
-async def test_env_turns_capture_on(otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str) -> None:
-    assert await _content_on_span(otel, monkeypatch, env) is True
+async def _content_on_span(otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str | None, **options: Any) -> bool:
+    return (await _content_where(otel, monkeypatch, env, **options))[0]
 
 
-@pytest.mark.parametrize("env", ["NO_CONTENT", "EVENT_ONLY", "false", "", None], ids=repr)
-async def test_env_leaves_capture_off(otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str | None) -> None:
-    assert await _content_on_span(otel, monkeypatch, env) is False
+@pytest.mark.parametrize(
+    ("env", "where"),
+    [
+        ("SPAN_ONLY", (True, False)),
+        ("span_only", (True, False)),
+        ("true", (True, False)),
+        (" TRUE ", (True, False)),
+        ("EVENT_ONLY", (False, True)),
+        ("event_only", (False, True)),
+        ("SPAN_AND_EVENT", (True, True)),
+        ("NO_CONTENT", (False, False)),
+        ("false", (False, False)),
+        ("", (False, False)),  # empty means unset
+        (None, (False, False)),
+    ],
+    ids=repr,
+)
+async def test_env_capture_modes(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, env: str | None, where: tuple[bool, bool]
+) -> None:
+    assert await _content_where(otel, monkeypatch, env) == where
+
+
+@pytest.mark.parametrize(
+    ("option", "where"),
+    [("EVENT_ONLY", (False, True)), ("span_and_event", (True, True)), (True, (True, False)), (False, (False, False))],
+)
+async def test_explicit_capture_modes_override_env(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, option: Any, where: tuple[bool, bool]
+) -> None:
+    assert (
+        await _content_where(
+            otel, monkeypatch, "SPAN_AND_EVENT" if not any(where) else "NO_CONTENT", capture_content=option
+        )
+        == where
+    )
+
+
+async def test_redaction_and_truncation_apply_to_log_records(otel: Otel) -> None:
+    model = streamscope.instrument(
+        function_model(), **otel.providers, capture_content="EVENT_ONLY", redact=str.upper, max_content_length=4
+    )
+    await consume_stream(model)
+    logs = [dict(r.log_record.attributes or {}) for r in otel.logs()]
+    assert [(a["streamscope.content"], a.get("streamscope.content.truncated")) for a in logs] == [
+        ("HELL", True),
+        ("WORL", True),
+        ("HELL", True),
+    ]
+    assert all("streamscope.content" not in e for e in content_events(otel.one_stream_span()))
 
 
 async def test_env_unknown_value_is_ignored_with_a_warning(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -416,3 +418,50 @@ async def test_unsampled_stream_still_records_metrics(otel: Otel) -> None:
     metrics = otel.metrics()
     assert sum_value(metrics["streamscope.streams.finished"]) == 1
     assert sum_value(metrics["streamscope.usage.output_tokens"]) == 4
+
+
+# --- streams dropped unfinished -------------------------------------------------------------------------------------
+class _LockingProcessor(SpanProcessor):
+    """A span processor with a lock of its own, as exporters and SDK parts have, held across a collection."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.blocked = 0
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        with self.lock:
+            gc.collect()  # the garbage collector runs while this thread holds the lock
+
+    def on_end(self, span: Any) -> None:
+        if not self.lock.acquire(timeout=1):  # re-entered from a finaliser under the lock: would deadlock
+            self.blocked += 1
+            return
+        self.lock.release()
+
+
+async def test_dropped_stream_ends_from_the_event_loop_not_the_finaliser(otel: Otel) -> None:
+    """A stream dropped unfinished is ended soon after it is collected, never inside the garbage collector, which
+    may run while a lock is held that ending a span takes again."""
+    processor = _LockingProcessor()
+    otel.tracer_provider.add_span_processor(processor)
+    model = streamscope.instrument(text_model(), **otel.providers)
+
+    async def drop_one() -> None:
+        opening = model.request_stream(MESSAGES, None, ModelRequestParameters())
+        await opening.__aenter__()  # never iterated, never exited: dropped
+
+    async def let_the_loop_run() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)  # the loop closes the dropped generators, which then let go of the stream
+
+    await drop_one()
+    await let_the_loop_run()
+    await drop_one()  # its span starts while the first stream is collected under the processor's lock
+    assert processor.blocked == 0
+    await let_the_loop_run()
+    gc.collect()
+    await let_the_loop_run()
+    assert processor.blocked == 0
+    spans = otel.stream_spans()
+    assert len(spans) == 2
+    assert [attrs(s)["streamscope.stream.end_reason"] for s in spans] == ["garbage_collected"] * 2

@@ -15,11 +15,12 @@ from __future__ import annotations
 from ._configure import Configuration, configure
 from ._instrumentor import StreamscopeInstrumentor, instrument, uninstrument
 from ._model import StreamscopeModel
-from ._options import Options, SpanEventMode
+from ._options import ContentCapture, Options, SpanEventMode
 from ._telemetry import __version__
 
 __all__ = [
     "Configuration",
+    "ContentCapture",
     "Options",
     "SpanEventMode",
     "StreamscopeInstrumentor",

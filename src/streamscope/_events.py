@@ -113,17 +113,16 @@ def captured_content(text: str, options: Options) -> tuple[str, bool] | None:
     return text, False
 
 
-def add_content(attributes: Attributes, event: object, options: Options) -> None:
-    """Add the event's captured content (redacted, truncated) to `attributes` when capture is on."""
-    if not options.capture_content:
-        return
+def add_content(attributes: Attributes, event: object, options: Options) -> bool:
+    """Add the event's captured content (redacted, truncated) to `attributes`; whether there was any."""
     text = content_of(event)
     if text is None:
-        return
+        return False
     captured = captured_content(text, options)
     if captured is None:
-        return
+        return False
     content, truncated = captured
     attributes[n.EVENT_CONTENT] = content
     if truncated:
         attributes[n.EVENT_CONTENT_TRUNCATED] = True
+    return True

@@ -13,6 +13,7 @@ from . import _sensors
 from ._model import StreamscopeModel, find_streamscope_model
 from ._options import build_options
 from ._patching import ProcessPatches
+from ._recorder import finish_orphans
 from ._telemetry import build_telemetry
 
 _INSTRUMENTS = ("pydantic-ai-slim >= 2.0, < 3",)
@@ -66,9 +67,9 @@ def instrument(model: Model | str | None = None, /, **options: Any) -> Model | N
 
     Options (invalid ones raise `TypeError`/`ValueError` here):
         tracer_provider, meter_provider, logger_provider: where telemetry goes (default: the global ones).
-        capture_content: put stream content on span events (default: from
-            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, which is off unless it says
-            ``SPAN_ONLY`` or ``SPAN_AND_EVENT``).
+        capture_content: where stream content goes: ``"NO_CONTENT"``, ``"SPAN_ONLY"`` (or True: on span
+            events), ``"EVENT_ONLY"`` (on OTel log records correlated with the stream span) or
+            ``"SPAN_AND_EVENT"`` (both). Default: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, else off.
         max_content_length: captured content is truncated to this many characters (default 1024).
         redact: a ``str -> str`` hook applied to captured content before truncation.
         span_events: ``"all"`` (one span event per stream event, default), ``"coalesce"`` (one event per
@@ -93,4 +94,5 @@ def instrument(model: Model | str | None = None, /, **options: Any) -> Model | N
 def uninstrument() -> None:
     """Undo `instrument()`: restore every patched attribute. Wrapped models stay wrapped (and instrumented)."""
     StreamscopeInstrumentor().uninstrument()
+    finish_orphans()  # streams dropped unfinished whose event loop has not run since
     _sensors.remove()  # also when only `instrument(model)` installed them; its next request puts them back

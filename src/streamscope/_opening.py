@@ -17,7 +17,7 @@ from . import _names as n
 from . import _stream
 from ._claims import RequestClaim, current_claim, delegating_claim, place, withdraw
 from ._policy import note_denials
-from ._recorder import StreamRecorder, start_stream_span, task_is_cancelling
+from ._recorder import StreamRecorder, finish_orphans, orphans_waiting, start_stream_span, task_is_cancelling
 from ._safety import report_internal_error
 from ._sensors import run_is_instrumented
 from ._stream import InstrumentedStream, model_attributes
@@ -111,6 +111,8 @@ class InstrumentedRequestStream:
         self._recorder: StreamRecorder | None = None
 
     async def __aenter__(self) -> Any:
+        if orphans_waiting():
+            finish_orphans()
         above = current_claim()
         if above is not None and above.owning:  # a layer above owns this attempt
             self._inner = inner = self._open_stream()

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from opentelemetry._logs import LoggerProvider
 from opentelemetry.metrics import MeterProvider
@@ -29,9 +29,18 @@ SpanEventMode = Literal["all", "coalesce", "none"]
 
 Redactor = Callable[[str], str]
 
+ContentCapture = Literal["no_content", "span_only", "event_only", "span_and_event"]
+"""Where captured content goes, as `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` names it (lower case).
+
+- ``"no_content"`` (default): nowhere.
+- ``"span_only"``: on the span events (``streamscope.content``).
+- ``"event_only"``: on OTel log records, one per kept stream event, correlated with the stream span.
+- ``"span_and_event"``: both.
+"""
+
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-_CAPTURE_ON = frozenset({"true", "span_only", "span_and_event"})
-_CAPTURE_OFF = frozenset({"", "false", "no_content", "event_only"})
+_CAPTURE_MODES: frozenset[str] = frozenset(get_args(ContentCapture))
+_LEGACY_CAPTURE: dict[str, ContentCapture] = {"true": "span_only", "false": "no_content", "": "no_content"}
 
 DEFAULT_MAX_CONTENT_LENGTH = 1024
 DEFAULT_USAGE_FLUSH_INTERVAL = 0.05
@@ -44,29 +53,47 @@ class Options:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     logger_provider: LoggerProvider | None = None
-    capture_content: bool = False
+    capture_content: ContentCapture = "no_content"
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
     redact: Redactor | None = None
     span_events: SpanEventMode = "all"
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_INTERVAL
 
+    @property
+    def content_on_spans(self) -> bool:
+        """Captured content goes on span events."""
+        return self.capture_content in ("span_only", "span_and_event")
+
+    @property
+    def content_on_logs(self) -> bool:
+        """Captured content goes on OTel log records."""
+        return self.capture_content in ("event_only", "span_and_event")
+
 
 _OPTION_NAMES = frozenset(Options.__dataclass_fields__)
 
 
-def capture_content_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """Read `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`; content is captured on spans only for
-    ``SPAN_ONLY``/``SPAN_AND_EVENT`` (and the legacy ``true``). An unknown value is ignored with a warning."""
-    value = (environ if environ is not None else os.environ).get(CAPTURE_CONTENT_ENV, "").strip().lower()
-    if value in _CAPTURE_ON:
-        return True
-    if value not in _CAPTURE_OFF:
+def _capture_mode(value: str) -> ContentCapture | None:
+    lowered = value.strip().lower()
+    if lowered in _CAPTURE_MODES:
+        return cast(ContentCapture, lowered)
+    return _LEGACY_CAPTURE.get(lowered)
+
+
+def capture_content_from_env(environ: Mapping[str, str] | None = None) -> ContentCapture:
+    """Read `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`: ``NO_CONTENT``, ``SPAN_ONLY``, ``EVENT_ONLY`` or
+    ``SPAN_AND_EVENT`` (any case; the legacy ``true``/``false`` mean span-only/none; empty means unset). An unknown
+    value is ignored with a warning: content is then not captured."""
+    value = (environ if environ is not None else os.environ).get(CAPTURE_CONTENT_ENV, "")
+    mode = _capture_mode(value)
+    if mode is None:
         _logger.warning(
             "Ignoring %s=%r: expected NO_CONTENT, SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT",
             CAPTURE_CONTENT_ENV,
             value,
         )
-    return False
+        return "no_content"
+    return mode
 
 
 def build_options(**kwargs: Any) -> Options:
@@ -87,11 +114,22 @@ def build_options(**kwargs: Any) -> Options:
     if logger_provider is not None and not isinstance(logger_provider, LoggerProvider):
         raise TypeError(f"logger_provider must be an opentelemetry LoggerProvider, got {logger_provider!r}")
 
-    capture = kwargs.get("capture_content")
-    if capture is None:
+    requested = kwargs.get("capture_content")
+    capture: ContentCapture
+    if requested is None:
         capture = capture_content_from_env()
-    elif not isinstance(capture, bool):
-        raise TypeError(f"capture_content must be a bool or None, got {capture!r}")
+    elif isinstance(requested, bool):
+        capture = "span_only" if requested else "no_content"
+    elif isinstance(requested, str):
+        mode = _capture_mode(requested)
+        if mode is None or not requested.strip():
+            raise ValueError(
+                "capture_content must be one of NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT "
+                f"(or True/False/None), got {requested!r}"
+            )
+        capture = mode
+    else:
+        raise TypeError(f"capture_content must be a bool, a capture mode name or None, got {requested!r}")
 
     max_len = kwargs.get("max_content_length", DEFAULT_MAX_CONTENT_LENGTH)
     if isinstance(max_len, bool) or not isinstance(max_len, int):

@@ -8,10 +8,12 @@ import itertools
 import math
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
 from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -27,6 +29,7 @@ _DEFAULT_SPAN_EVENT_LIMIT = 128
 _RESERVED_SPAN_EVENTS = 2
 
 Timed = tuple[int, Any]  # (perf_counter_ns, event)
+Run = tuple[int, int, int]  # a run of coalesced deltas: (count, last perf_counter_ns, content length)
 _CANCELLABLE_ENDS = frozenset({n.END_EXHAUSTED, n.END_CONSUMER_CLOSED, n.END_NEVER_ITERATED})
 _INTERRUPTING_ENDS = frozenset({n.END_TASK_CANCELLED, n.END_CONSUMER_ERROR})
 
@@ -35,6 +38,31 @@ def error_type(error: BaseException) -> str:
     """`error.type` value: the exception's fully qualified class name (builtins unqualified)."""
     cls = type(error)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+_orphans: deque[StreamRecorder] = deque()  # recorders of streams garbage-collected unfinished, to finish
+
+
+def orphans_waiting() -> bool:
+    """Whether streams garbage-collected unfinished wait to be finished."""
+    return bool(_orphans)
+
+
+def finish_orphans() -> None:
+    """Finish the streams that were garbage-collected unfinished (end reason `garbage_collected`)."""
+    while _orphans:
+        try:
+            recorder = _orphans.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        recorder.finish(n.END_GARBAGE_COLLECTED)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _failure_type(end_reason: str, error: BaseException | None) -> str | None:
@@ -102,6 +130,7 @@ class StreamRecorder:
         self.start_ns = start_ns
         self.start_wall_ns = start_wall_ns
         self.pydantic_ai_records = pydantic_ai_records  # known when the stream opened; see `_sensors`
+        self.loop = _running_loop()  # where a stream dropped unfinished is finished (see `__del__`)
         self.deadline = deadline  # Pydantic AI's deadline for the request, if it set one (anyio clock)
         self.finished = False
         self.iterated = False
@@ -156,10 +185,14 @@ class StreamRecorder:
                 report_internal_error("ending a stream span")
 
     def __del__(self) -> None:
-        # A stream dropped without being exhausted, closed or having its context exited: end its span now.
+        # A stream dropped without being exhausted, closed or having its context exited. Not finished here: the
+        # garbage collector may run this while the thread holds a lock the SDK takes again to record (the exemplar
+        # reservoir's, say), which would deadlock. Kept alive instead, and finished from the event loop.
         if not self.finished:
-            with contextlib.suppress(Exception):
-                self.finish(n.END_GARBAGE_COLLECTED)
+            _orphans.append(self)
+            if self.loop is not None:
+                with contextlib.suppress(Exception):  # a closed loop: the next stream opened finishes it
+                    self.loop.call_soon_threadsafe(finish_orphans)
 
     def finish_from_exception(self, error: BaseException) -> None:
         """Finish after `error` ended the stream: task cancellation, a deadline, consumer close, or a failure."""
@@ -242,6 +275,11 @@ class StreamRecorder:
             self._end_span(end_ns, attributes, kinds, kind_counts, error, failure)
         except Exception:
             report_internal_error("ending a stream span")
+        if telemetry.options.content_on_logs:
+            try:
+                self._emit_content_logs(kinds)
+            except Exception:
+                report_internal_error("emitting content log records")
         # Metrics are recorded whatever happened to the span (a span processor may raise in on_end).
         response_model = attributes.get(n.GEN_AI_RESPONSE_MODEL)
         self._record_metrics(
@@ -323,46 +361,68 @@ class StreamRecorder:
             if isinstance(value, int) and value > 0:  # as Pydantic AI does: no point for a type with no tokens
                 instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type}, context)
 
-    def _materialise_span_events(self, kinds: dict[type[Any], str]) -> tuple[dict[str, int], dict[str, int]]:
-        """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""
-        emitted: dict[str, int] = {}
-        coalesced: dict[str, int] = {}
-        options = self.telemetry.options
-        if options.span_events == "coalesce":
+    def _kept_events(self, kinds: dict[type[Any], str]) -> Iterator[tuple[int, Any, str, Run | None]]:
+        """The stream events kept for span events: (time, event, kind, the run it stands for or None)."""
+        if self.telemetry.options.span_events == "coalesce":
             kept = self.runs[: self.head_capacity]
             tail_room = self.tail.maxlen or 0
             if len(self.runs) > self.head_capacity and tail_room:
                 kept += self.runs[max(self.head_capacity, len(self.runs) - tail_room) :]
             for start_ns, event, count, last_ns, length in kept:
-                kind = kinds[event.__class__]
-                if count == 1:
-                    self._add_span_event(start_ns, event, kind, None)
-                    emitted[kind] = emitted.get(kind, 0) + 1
-                else:
-                    self._add_span_event(start_ns, event, kind, (count, last_ns, length))
-                    coalesced[kind] = coalesced.get(kind, 0) + count
+                yield start_ns, event, kinds[event.__class__], (count, last_ns, length) if count > 1 else None
         else:
             for start_ns, event in itertools.chain(self.head, self.tail):
-                kind = kinds[event.__class__]
-                self._add_span_event(start_ns, event, kind, None)
-                emitted[kind] = emitted.get(kind, 0) + 1
-        return emitted, coalesced
+                yield start_ns, event, kinds[event.__class__], None
 
-    def _add_span_event(self, at_ns: int, event: Any, kind: str, run: tuple[int, int, int] | None) -> None:
+    def _event_attributes(self, at_ns: int, event: Any, kind: str, run: Run | None) -> tuple[str, Attributes]:
+        """The span event (name, attributes) for one kept event, content aside."""
         attributes = describe(event)
         attributes[n.EVENT_KIND] = kind
         attributes[n.EVENT_OFFSET_S] = (at_ns - self.start_ns) / 1e9
         if run is None:
-            add_content(attributes, event, self.telemetry.options)
-            name = n.STREAM_EVENT_PREFIX + kind
-        else:
-            count, last_ns, length = run
-            attributes.pop(n.EVENT_TOOL_NAME, None)
-            attributes[n.EVENT_COALESCED_COUNT] = count
-            attributes[n.EVENT_LAST_OFFSET_S] = (last_ns - self.start_ns) / 1e9
-            attributes[n.EVENT_CONTENT_LENGTH] = length
-            name = n.STREAM_DELTAS_EVENT
-        self.span.add_event(name, attributes, timestamp=self.start_wall_ns + (at_ns - self.start_ns))
+            return n.STREAM_EVENT_PREFIX + kind, attributes
+        count, last_ns, length = run
+        attributes.pop(n.EVENT_TOOL_NAME, None)
+        attributes[n.EVENT_COALESCED_COUNT] = count
+        attributes[n.EVENT_LAST_OFFSET_S] = (last_ns - self.start_ns) / 1e9
+        attributes[n.EVENT_CONTENT_LENGTH] = length
+        return n.STREAM_DELTAS_EVENT, attributes
+
+    def _materialise_span_events(self, kinds: dict[type[Any], str]) -> tuple[dict[str, int], dict[str, int]]:
+        """Add the kept stream events to the span; return counts emitted and coalesced, per kind."""
+        emitted: dict[str, int] = {}
+        coalesced: dict[str, int] = {}
+        options = self.telemetry.options
+        with_content = options.content_on_spans
+        for at_ns, event, kind, run in self._kept_events(kinds):
+            name, attributes = self._event_attributes(at_ns, event, kind, run)
+            if run is None:
+                emitted[kind] = emitted.get(kind, 0) + 1
+                if with_content:
+                    add_content(attributes, event, options)
+            else:
+                coalesced[kind] = coalesced.get(kind, 0) + run[0]
+            self.span.add_event(name, attributes, timestamp=self.start_wall_ns + (at_ns - self.start_ns))
+        return emitted, coalesced
+
+    def _emit_content_logs(self, kinds: dict[type[Any], str]) -> None:
+        """One OTel log record, correlated with the stream span, per kept event that carries content."""
+        options = self.telemetry.options
+        logger = self.telemetry.logger
+        context = trace.set_span_in_context(self.span)
+        for at_ns, event, kind, run in self._kept_events(kinds):
+            if run is not None:
+                continue  # a run of deltas is summarised: its content was not kept
+            name, attributes = self._event_attributes(at_ns, event, kind, None)
+            if add_content(attributes, event, options):
+                logger.emit(
+                    event_name=name,
+                    timestamp=self.start_wall_ns + (at_ns - self.start_ns),
+                    severity_number=SeverityNumber.INFO,
+                    severity_text="INFO",
+                    attributes=attributes,
+                    context=context,
+                )
 
 
 def _cancelled(stream: Any) -> bool:
