@@ -136,6 +136,10 @@ VARIANTS: dict[str, Callable[[Model, TracerProvider, MeterProvider], Any]] = {
     "streamscope_capture": lambda model, tp, mp: streamscope.instrument(
         model, tracer_provider=tp, meter_provider=mp, capture_content=True
     ),
+    # The GenAI conventions' time per output chunk, one histogram record per chunk (at the stream's end).
+    "streamscope_per_chunk": lambda model, tp, mp: streamscope.instrument(
+        model, tracer_provider=tp, meter_provider=mp, chunk_timing="per_chunk"
+    ),
 }
 
 

@@ -23,7 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 BENCH = Path(__file__).with_name("bench_streams.py")
-VARIANTS = ("raw", "pydantic_ai_instrumented", "naive_add_event", "streamscope", "streamscope_capture")
+VARIANTS = (
+    "raw",
+    "pydantic_ai_instrumented",
+    "naive_add_event",
+    "streamscope",
+    "streamscope_capture",
+    "streamscope_per_chunk",
+)
 STREAM_VARIANTS = (
     "raw",
     "pydantic_ai_instrumented",

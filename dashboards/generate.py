@@ -51,6 +51,8 @@ VIOLATIONS = prometheus_name(n.METRIC_POLICY_VIOLATIONS, "{violation}", "counter
 DURATION = prometheus_name(n.METRIC_OPERATION_DURATION, "s", "histogram")
 TTFC = prometheus_name(n.METRIC_TIME_TO_FIRST_CHUNK, "s", "histogram")
 TPOC = prometheus_name(n.METRIC_TIME_PER_OUTPUT_CHUNK, "s", "histogram")
+GAP_LONGEST = prometheus_name(n.METRIC_CHUNK_GAP_LONGEST, "s", "histogram")
+GAP_MEAN = prometheus_name(n.METRIC_CHUNK_GAP_MEAN, "s", "histogram")
 TOKEN_USAGE = prometheus_name(n.METRIC_TOKEN_USAGE, "{token}", "histogram")
 USAGE_COUNTERS: tuple[tuple[str, str], ...] = tuple(
     (legend, prometheus_name(metric, "{token}", "counter"))
@@ -187,12 +189,34 @@ def latency_panels(layout: Layout, q: Queries) -> None:
     )
     layout.add(
         timeseries(
-            "Time per output chunk",
-            "Mean gap between chunks after the first one, one observation per stream.",
-            quantile_targets(q, TPOC, exemplar=False),
+            "Longest gap between chunks",
+            "Per stream, the longest time between two consecutive output chunks: a stall shows here even when the "
+            "stream's mean is fine. Exemplars link to the streams.",
+            quantile_targets(q, GAP_LONGEST),
             unit="s",
         ),
-        12,
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Mean gap between chunks",
+            "Per stream, the mean time between consecutive output chunks (first to last chunk over their number).",
+            quantile_targets(q, GAP_MEAN),
+            unit="s",
+        ),
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Time per output chunk (per-chunk timing)",
+            "The GenAI conventions' metric: one observation per chunk after the first, the time since the previous "
+            'chunk. Recorded only with chunk_timing="per_chunk" (a histogram record per chunk).',
+            quantile_targets(q, TPOC),
+            unit="s",
+        ),
+        8,
         8,
     )
 

@@ -417,7 +417,10 @@ def assert_recorded_once(otel: Otel, requests: int, input_tokens: int, output_to
     assert sum_value(finished, streamscope__stream__outcome="complete") == requests
     assert sum_value(scoped[("streamscope", "streamscope.streams.active")]) == 0
     assert histogram_count(scoped[("streamscope", "gen_ai.client.operation.duration")]) == requests
-    assert histogram_count(scoped[("streamscope", "gen_ai.client.operation.time_per_output_chunk")]) == requests
+    assert histogram_count(scoped[("streamscope", "streamscope.stream.chunk_gap.longest")]) == requests
+    assert histogram_count(scoped[("streamscope", "streamscope.stream.chunk_gap.mean")]) == requests
+    # the conventions' per-chunk metric only with chunk_timing="per_chunk": never a per-stream summary under its name
+    assert ("streamscope", "gen_ai.client.operation.time_per_output_chunk") not in scoped
     assert sum_value(scoped[("streamscope", "streamscope.stream.events")]) > 0
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,11 +30,14 @@ from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
+TPOC = "gen_ai.client.operation.time_per_output_chunk"
 HISTOGRAMS = (
     "gen_ai.client.token.usage",
     "gen_ai.client.operation.duration",
     "gen_ai.client.operation.time_to_first_chunk",
-    "gen_ai.client.operation.time_per_output_chunk",
+    TPOC,
+    "streamscope.stream.chunk_gap.mean",
+    "streamscope.stream.chunk_gap.longest",
 )
 # Attributes the conventions allow on the GenAI client histograms (plus gen_ai.token.type on token usage).
 ALLOWED = {
@@ -75,7 +79,7 @@ async def test_histogram_attributes_follow_the_conventions(otel: Otel, instrumen
     model = instrument(make_model_class(WordStream)())
     await drain(model)
     points = histogram_points(otel)
-    assert set(points) == set(HISTOGRAMS)
+    assert set(points) == set(HISTOGRAMS) - {TPOC}  # the conventions' per-chunk metric is an option
     expected = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "acme",
@@ -114,8 +118,9 @@ async def test_descriptions_and_units_are_the_conventions(otel: Otel) -> None:
         gen_ai_metrics.create_gen_ai_client_operation_time_per_output_chunk,
     ):
         factory(reference).record(1)
-    await drain(streamscope.instrument(make_model_class(WordStream)(), **otel.providers))
-    assert _described(reader) == {name: v for name, v in _described(otel.metric_reader).items() if name in HISTOGRAMS}
+    await drain(streamscope.instrument(make_model_class(WordStream)(), **otel.providers, chunk_timing="per_chunk"))
+    ours = _described(otel.metric_reader)
+    assert _described(reader) == {name: v for name, v in ours.items() if name.startswith("gen_ai.")}
 
 
 def _described(reader: InMemoryMetricReader) -> dict[str, tuple[str | None, str | None]]:
@@ -129,6 +134,43 @@ def _described(reader: InMemoryMetricReader) -> dict[str, tuple[str | None, str 
     }
 
 
+@pytest.mark.parametrize("mode", ["explicit", "process-wide"])
+async def test_per_chunk_timing_records_each_chunk_after_the_first(otel: Otel, mode: str) -> None:
+    """With chunk_timing="per_chunk", the conventions' metric gets one observation per chunk after the first: the
+    time from the previous chunk's end to this one's. Two chunks 0.3 s apart record 0.3 s."""
+
+    async def two_chunks_apart(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        yield "one"
+        await asyncio.sleep(0.3)
+        yield " two"
+
+    model = FunctionModel(stream_function=two_chunks_apart, model_name="slow")
+    if mode == "explicit":
+        model = streamscope.instrument(model, **otel.providers, chunk_timing="per_chunk")
+    else:
+        streamscope.instrument(**otel.providers, chunk_timing="per_chunk")
+    await drain(model)
+    span = otel.one_stream_span()
+    ((attributes, point),) = otel.metrics()[TPOC]
+    assert point.count == 1
+    assert 0.3 <= point.sum < 0.45
+    assert attributes["gen_ai.response.model"] == "slow"
+    assert dict(span.attributes or {})["streamscope.stream.chunks"] == 2
+    assert dict(span.attributes or {})["streamscope.stream.chunk_gap.longest"] == point.sum
+    (exemplar,) = point.exemplars
+    assert exemplar.span_id == span_context(span).span_id
+
+
+async def test_per_chunk_timing_counts_only_chunks(otel: Otel) -> None:
+    """Synthetic events (final result, part end) are no chunks: a 3-chunk text stream has 2 observations."""
+    model = streamscope.instrument(make_model_class(WordStream)(), **otel.providers, chunk_timing="per_chunk")
+    await drain(model)
+    kinds = [e.name for e in otel.one_stream_span().events]
+    assert "streamscope.stream.final_result" in kinds and "streamscope.stream.part_end" in kinds
+    ((_, point),) = otel.metrics()[TPOC]
+    assert point.count == 2
+
+
 async def test_exemplars_point_at_the_stream_span(otel: Otel, instrument: Instrument) -> None:
     """Under a sampled caller span, each histogram's exemplar is the stream span's, not the caller's."""
     model = instrument(make_model_class(WordStream)())
@@ -136,7 +178,7 @@ async def test_exemplars_point_at_the_stream_span(otel: Otel, instrument: Instru
         await drain(model)
     stream_context = span_context(otel.one_stream_span())
     points = histogram_points(otel)
-    assert set(points) == set(HISTOGRAMS)
+    assert set(points) == set(HISTOGRAMS) - {TPOC}
     for name, series in points.items():
         for _, point in series:
             assert point.exemplars, name

@@ -175,6 +175,9 @@ async def test_text_stream(otel: Otel, stub: Stub, instrument: Instrument) -> No
     assert span.parent is None
     attributes = attrs(span)
     ttfc = attributes.pop("gen_ai.response.time_to_first_chunk")
+    mean_gap = attributes.pop("streamscope.stream.chunk_gap.mean")
+    longest_gap = attributes.pop("streamscope.stream.chunk_gap.longest")
+    assert 0 < mean_gap <= longest_gap
     assert attributes == {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
@@ -192,6 +195,7 @@ async def test_text_stream(otel: Otel, stub: Stub, instrument: Instrument) -> No
         "streamscope.stream.end_reason": "exhausted",
         "streamscope.stream.events.total": 5,
         "streamscope.stream.span_event_mode": "all",
+        "streamscope.stream.chunks": 3,  # "Hel" starts the part, two deltas follow
         "streamscope.stream.events.emitted.part_start": 1,
         "streamscope.stream.events.emitted.final_result": 1,
         "streamscope.stream.events.emitted.part_delta": 2,

@@ -122,7 +122,13 @@ async def test_drained_stream_is_one_complete_span(otel: Otel) -> None:
     assert len(duration) == 1 and duration[0][1].count == 1
     assert "error.type" not in duration[0][0]
     assert metrics["gen_ai.client.operation.time_to_first_chunk"][0][1].count == 1
-    assert metrics["gen_ai.client.operation.time_per_output_chunk"][0][1].count == 1
+    # chunks: the part start (it carries "Once") and every delta; by default a summary of their gaps per stream
+    assert a["streamscope.stream.chunks"] == seen.count("PartDeltaEvent") + 1
+    assert 0 < a["streamscope.stream.chunk_gap.mean"] <= a["streamscope.stream.chunk_gap.longest"]
+    assert metrics["streamscope.stream.chunk_gap.mean"][0][1].count == 1
+    assert metrics["streamscope.stream.chunk_gap.longest"][0][1].count == 1
+    assert metrics["streamscope.stream.chunk_gap.longest"][0][1].sum == a["streamscope.stream.chunk_gap.longest"]
+    assert "gen_ai.client.operation.time_per_output_chunk" not in metrics
 
 
 async def test_instrumented_stream_yields_the_same_events_and_response(otel: Otel) -> None:

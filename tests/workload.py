@@ -181,6 +181,7 @@ async def main(port: int, duration: float, pause: float) -> None:
         metrics="prometheus",
         prometheus_host="127.0.0.1",
         prometheus_port=port,
+        chunk_timing="per_chunk",  # so the dashboards' per-chunk panel has data too
     )
     assert configuration.prometheus_address is not None
     host, bound = configuration.prometheus_address

@@ -56,6 +56,11 @@ def content_of(event: object) -> str | None:
     return None
 
 
+def has_output(event: object) -> bool:
+    """Whether a part-start event already carries output (text, arguments): then it is a chunk, like a delta."""
+    return bool(content_of(event))
+
+
 def describe(event: object) -> Attributes:
     """Span-event attributes that never contain content: part index and kind, delta kind, tool name, length."""
     attributes: Attributes = {}

@@ -51,6 +51,8 @@ class MetricInstruments:
     operation_duration: Histogram
     time_to_first_chunk: Histogram
     time_per_output_chunk: Histogram
+    chunk_gap_mean: Histogram
+    chunk_gap_longest: Histogram
     usage: tuple[tuple[str, Sums], ...]  # (RequestUsage field, its delta sums)
     stream_events: Sums
     streams_active: Sums
@@ -101,6 +103,12 @@ def _create(meter: Meter) -> MetricInstruments:
         ),
         time_per_output_chunk=_histogram(
             meter, n.METRIC_TIME_PER_OUTPUT_CHUNK, "s", n.DESCRIPTION_TIME_PER_OUTPUT_CHUNK, n.CHUNK_TIME_BUCKETS
+        ),
+        chunk_gap_mean=_histogram(
+            meter, n.METRIC_CHUNK_GAP_MEAN, "s", n.DESCRIPTION_CHUNK_GAP_MEAN, n.CHUNK_TIME_BUCKETS
+        ),
+        chunk_gap_longest=_histogram(
+            meter, n.METRIC_CHUNK_GAP_LONGEST, "s", n.DESCRIPTION_CHUNK_GAP_LONGEST, n.CHUNK_TIME_BUCKETS
         ),
         usage=tuple(
             (

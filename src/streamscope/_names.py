@@ -54,6 +54,10 @@ STREAM_EVENTS_EMITTED_PREFIX: Final = "streamscope.stream.events.emitted."
 STREAM_EVENTS_COALESCED_PREFIX: Final = "streamscope.stream.events.coalesced."
 STREAM_EVENTS_DROPPED_PREFIX: Final = "streamscope.stream.events.dropped."
 STREAM_EVENTS_SDK_DROPPED: Final = "streamscope.stream.events.sdk_dropped"
+# Chunks: stream events carrying new model output (deltas, part starts with content).
+STREAM_CHUNKS: Final = "streamscope.stream.chunks"
+STREAM_CHUNK_GAP_MEAN: Final = "streamscope.stream.chunk_gap.mean"  # seconds, from the first chunk to the last
+STREAM_CHUNK_GAP_LONGEST: Final = "streamscope.stream.chunk_gap.longest"  # seconds, the longest between two chunks
 
 OUTCOME_COMPLETE: Final = "complete"
 OUTCOME_INCOMPLETE: Final = "incomplete"
@@ -120,6 +124,10 @@ METRIC_USAGE_OUTPUT_TOKENS: Final = "streamscope.usage.output_tokens"
 METRIC_USAGE_CACHE_READ_TOKENS: Final = "streamscope.usage.cache_read.input_tokens"
 METRIC_USAGE_CACHE_CREATION_TOKENS: Final = "streamscope.usage.cache_creation.input_tokens"
 METRIC_USAGE_REASONING_TOKENS: Final = "streamscope.usage.reasoning.output_tokens"
+METRIC_CHUNK_GAP_MEAN: Final = STREAM_CHUNK_GAP_MEAN
+METRIC_CHUNK_GAP_LONGEST: Final = STREAM_CHUNK_GAP_LONGEST
+DESCRIPTION_CHUNK_GAP_MEAN: Final = "Mean time between consecutive output chunks of a stream, one value per stream."
+DESCRIPTION_CHUNK_GAP_LONGEST: Final = "Longest time between two consecutive output chunks of a stream, per stream."
 METRIC_STREAM_EVENTS: Final = "streamscope.stream.events"
 METRIC_STREAMS_ACTIVE: Final = "streamscope.streams.active"
 METRIC_STREAMS_FINISHED: Final = "streamscope.streams.finished"

@@ -29,6 +29,15 @@ SpanEventMode = Literal["all", "coalesce", "none"]
 
 Redactor = Callable[[str], str]
 
+ChunkTiming = Literal["summary", "per_chunk"]
+"""How the time between a stream's chunks (events with new model output) is recorded.
+
+- ``"summary"`` (default): per stream, the mean and the longest gap (``streamscope.stream.chunk_gap.*``, span
+  attributes and histograms). A subtraction and a comparison per chunk.
+- ``"per_chunk"``: also the conventions' ``gen_ai.client.operation.time_per_output_chunk``, one observation per
+  chunk after the first, recorded when the stream ends (one histogram record per chunk: costly on long streams).
+"""
+
 ContentCapture = Literal["no_content", "span_only", "event_only", "span_and_event"]
 """Where captured content goes, as `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` names it (lower case).
 
@@ -58,6 +67,7 @@ class Options:
     redact: Redactor | None = None
     span_events: SpanEventMode = "all"
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_INTERVAL
+    chunk_timing: ChunkTiming = "summary"
 
     @property
     def content_on_spans(self) -> bool:
@@ -151,6 +161,10 @@ def build_options(**kwargs: Any) -> Options:
     if not 0 <= interval <= 60:
         raise ValueError(f"usage_flush_interval must be between 0 and 60 seconds, got {interval}")
 
+    chunk_timing = kwargs.get("chunk_timing", "summary")
+    if chunk_timing not in get_args(ChunkTiming):
+        raise ValueError(f"chunk_timing must be one of {get_args(ChunkTiming)}, got {chunk_timing!r}")
+
     return Options(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -160,4 +174,5 @@ def build_options(**kwargs: Any) -> Options:
         redact=redact,
         span_events=mode,
         usage_flush_interval=float(interval),
+        chunk_timing=chunk_timing,
     )

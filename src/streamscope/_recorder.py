@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import math
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -137,6 +138,11 @@ class StreamRecorder:
         self.iterator: Any = None  # the instrumented iterator, once handed out
         self.first_ns = 0
         self.last_ns = 0
+        self.chunks = 0  # events with new model output, and when the first and last arrived
+        self.first_chunk_ns = 0
+        self.last_chunk_ns = 0
+        self.longest_gap_ns = 0
+        self.gaps: array[int] | None = array("q") if telemetry.options.chunk_timing == "per_chunk" else None
         self.counts: dict[Any, int] = {}  # event class -> count
         mode = telemetry.options.span_events
         capacity = 0 if mode == "none" else max(_span_event_limit(span) - _RESERVED_SPAN_EVENTS, 0)
@@ -255,6 +261,10 @@ class StreamRecorder:
         }
         if self.first_ns:
             attributes[n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (self.first_ns - self.start_ns) / 1e9
+        attributes[n.STREAM_CHUNKS] = self.chunks
+        if self.chunks > 1:
+            attributes[n.STREAM_CHUNK_GAP_MEAN] = self._mean_gap_s()
+            attributes[n.STREAM_CHUNK_GAP_LONGEST] = self.longest_gap_ns / 1e9
         if response is not None:
             if model_name := getattr(response, "model_name", None):
                 attributes[n.GEN_AI_RESPONSE_MODEL] = model_name
@@ -344,12 +354,13 @@ class StreamRecorder:
         timed = {**base, n.ERROR_TYPE: failure} if failure is not None else base
         context = trace.set_span_in_context(self.span)
         instruments.operation_duration.record((end_ns - self.start_ns) / 1e9, timed, context)
-        last_ns = max([self.last_ns, *(kept[-1][0] for kept in (self.tail, self.latest) if kept)])
-        if self.first_ns and last_ns > self.first_ns:
-            chunks_after_first = sum(kind_counts.values()) - 1
-            instruments.time_per_output_chunk.record(
-                (last_ns - self.first_ns) / 1e9 / chunks_after_first, timed, context
-            )
+        if self.chunks > 1:
+            instruments.chunk_gap_mean.record(self._mean_gap_s(), timed, context)
+            instruments.chunk_gap_longest.record(self.longest_gap_ns / 1e9, timed, context)
+        if self.gaps:  # the conventions' metric: one observation per chunk after the first
+            record = instruments.time_per_output_chunk.record
+            for gap in self.gaps:
+                record(gap / 1e9, timed, context)
         # Where Pydantic AI's own instrumentation records this request, leave it what it records: never twice.
         pydantic_ai_records = self.pydantic_ai_records or recorded_by_pydantic_ai(self.stream)
         if self.first_ns and not (pydantic_ai_records and PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK):
@@ -360,6 +371,9 @@ class StreamRecorder:
             value = getattr(usage, field, 0)
             if isinstance(value, int) and value > 0:  # as Pydantic AI does: no point for a type with no tokens
                 instruments.token_usage.record(value, {**base, n.GEN_AI_TOKEN_TYPE: token_type}, context)
+
+    def _mean_gap_s(self) -> float:
+        return (self.last_chunk_ns - self.first_chunk_ns) / (self.chunks - 1) / 1e9
 
     def _kept_events(self, kinds: dict[type[Any], str]) -> Iterator[tuple[int, Any, str, Run | None]]:
         """The stream events kept for span events: (time, event, kind, the run it stands for or None)."""

@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 
 import wrapt
 from opentelemetry.util.types import AttributeValue
+from pydantic_ai.messages import PartDeltaEvent, PartStartEvent
 
 from . import _names as n
-from ._events import Attributes, content_of
+from ._events import Attributes, content_of, has_output
 from ._recorder import StreamRecorder
 from ._safety import report_internal_error
 
@@ -24,9 +25,10 @@ RECORDER_ATTRIBUTE = "_streamscope_recorder"
 async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
     """Yield `source`'s events, keeping the first and last ones (with their time) for span events.
 
-    This is the per-event hot path: a clock read, a count, an append, and a comparison of the clock with
-    the time the usage is next due to be read. It runs in two loops so that the long second one (every event
-    after the kept first ones) does less.
+    This is the per-event hot path: a clock read, a count, an append, a comparison of the clock with the time
+    the usage is next due to be read, and for a chunk a subtraction and a comparison (the longest gap). It runs in
+    two loops so that the long second one (every event after the kept first ones) does less. The chunk step is
+    written out in each loop, not called: a call per event would cost more than the step itself.
     """
     clock = time.perf_counter_ns
     counts = recorder.counts
@@ -37,6 +39,10 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
     flush_usage = recorder.flush_usage
     interval = recorder.usage_interval_ns
     next_flush = recorder.start_ns + interval  # usage growth is recorded at most once per interval
+    # Chunks (events carrying new model output: deltas, and part starts with content) and the gaps between them.
+    delta_cls, start_cls = PartDeltaEvent, PartStartEvent
+    last_chunk = longest = 0
+    gaps = recorder.gaps  # every gap, only when the spec's per-chunk metric is asked for
     recorder.iterated = True
     try:
         # The first events, kept whole; the first one's time is the time to first chunk.
@@ -47,6 +53,17 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
             recorder.last_ns = now
             cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
+            if cls is delta_cls or (cls is start_cls and has_output(event)):
+                recorder.chunks += 1
+                if last_chunk:
+                    gap = now - last_chunk
+                    if gap > longest:
+                        longest = recorder.longest_gap_ns = gap
+                    if gaps is not None:
+                        gaps.append(gap)
+                else:
+                    recorder.first_chunk_ns = now
+                last_chunk = recorder.last_chunk_ns = now
             if head_room:
                 keep_head((now, event))
                 head_room -= 1
@@ -63,6 +80,17 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
             now = clock()
             cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
+            if cls is delta_cls or (cls is start_cls and has_output(event)):
+                recorder.chunks += 1
+                if last_chunk:
+                    gap = now - last_chunk
+                    if gap > longest:
+                        longest = recorder.longest_gap_ns = gap
+                    if gaps is not None:
+                        gaps.append(gap)
+                else:
+                    recorder.first_chunk_ns = now
+                last_chunk = recorder.last_chunk_ns = now
             keep_tail((now, event))
             if now >= next_flush:
                 next_flush = now + interval
@@ -86,6 +114,10 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
     interval = recorder.usage_interval_ns
     next_flush = recorder.start_ns + interval
     run_index: int | None = None  # part index of the open run of deltas, if any
+    # Chunks (events carrying new model output: deltas, and part starts with content) and the gaps between them.
+    delta_cls, start_cls = PartDeltaEvent, PartStartEvent
+    last_chunk = longest = 0
+    gaps = recorder.gaps  # every gap, only when the spec's per-chunk metric is asked for
     recorder.iterated = True
     try:
         async for event in source:
@@ -95,6 +127,17 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
                 recorder.first_ns = now
             cls = event.__class__
             counts[cls] = counts.get(cls, 0) + 1
+            if cls is delta_cls or (cls is start_cls and has_output(event)):
+                recorder.chunks += 1
+                if last_chunk:
+                    gap = now - last_chunk
+                    if gap > longest:
+                        longest = recorder.longest_gap_ns = gap
+                    if gaps is not None:
+                        gaps.append(gap)
+                else:
+                    recorder.first_chunk_ns = now
+                last_chunk = recorder.last_chunk_ns = now
             delta = getattr(event, "delta", None)
             text = content_of(event) if delta is not None else None
             length = len(text) if text is not None else 0
