@@ -4,10 +4,14 @@ test_dashboards_prometheus.py.)"""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -23,12 +27,20 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 import streamscope
-from streamscope import _exporters
+from streamscope import StreamscopeInstrumentor, _exporters
 from streamscope._configure import _exporter_names, _protocol
 
 pytestmark = pytest.mark.anyio
 
 OTEL_ENV = (
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_METRIC_EXPORT_TIMEOUT",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BLRP_EXPORT_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
     "OTEL_TRACES_EXPORTER",
     "OTEL_METRICS_EXPORTER",
     "OTEL_LOGS_EXPORTER",
@@ -104,7 +116,9 @@ def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         ({"metrics": ["otlp", "otlp"]}, "duplicate metrics exporter"),
         ({"otlp_protocol": "http/json"}, "do not support http/json"),
         ({"otlp_protocol": "udp"}, "otlp_protocol must be 'http/protobuf' or 'grpc'"),
-        ({"otlp_endpoint": " "}, "otlp_endpoint must be a non-empty URL"),
+        ({"otlp_endpoint": " "}, "otlp_endpoint must be an absolute URL with a scheme"),
+        ({"otlp_endpoint": "localhost:4318"}, "otlp_endpoint must be an absolute URL with a scheme"),
+        ({"otlp_endpoint": "ftp://collector:4318"}, "otlp_endpoint must be an absolute URL with a scheme"),
         ({"metrics": "prometheus", "prometheus_port": 70000}, "prometheus_port must be a port number"),
         ({"metrics": "prometheus", "prometheus_port": True}, "prometheus_port must be a port number"),
         ({"metrics": "prometheus", "prometheus_host": ""}, "prometheus_host must be a host name"),
@@ -391,3 +405,179 @@ def test_missing_extra_names_it(
         options: dict[str, Any] = {**QUIET, "traces": "otlp", **kwargs}
         streamscope.configure(**options)
     assert not streamscope.StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+
+
+# --- the OpenTelemetry environment specification ---------------------------------------------------------------
+def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"):
+        monkeypatch.setenv(name, "")
+    assert _exporter_names("traces", None) == ["otlp"]  # the default, not "no exporter"
+    assert _exporter_names("metrics", None) == ["otlp"]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", " ")
+    assert _protocol("traces", None) == "http/protobuf"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "abc"}, "OTEL_METRIC_EXPORT_INTERVAL must be a number, got 'abc'"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "-5"}, "OTEL_METRIC_EXPORT_INTERVAL must be greater than 0"),
+        ({"OTEL_METRIC_EXPORT_TIMEOUT": "soon"}, "OTEL_METRIC_EXPORT_TIMEOUT must be a number"),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "abc"}, "OTEL_BSP_SCHEDULE_DELAY must be a number"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "1.5"}, "OTEL_BSP_MAX_QUEUE_SIZE must be an integer"),
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"},
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE (20) must not exceed OTEL_BSP_MAX_QUEUE_SIZE (10)",
+        ),
+        ({"OTEL_BLRP_EXPORT_TIMEOUT": "-1"}, "OTEL_BLRP_EXPORT_TIMEOUT must be at least 0"),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "ten"}, "OTEL_EXPORTER_OTLP_TIMEOUT must be a number"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT must be an absolute URL"),
+        ({"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "collector"}, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT must be an absolute"),
+    ],
+)
+def test_bad_sdk_variables_raise_before_anything_is_built(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    """A bad value the SDK would warn about (and replace by its default), or raise on only after other components
+    started their threads, is refused before any provider, thread or socket exists."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    threads = {thread.ident for thread in threading.enumerate()}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        streamscope.configure(
+            traces="otlp", logs="otlp", metrics=["otlp", "prometheus"], prometheus_host="127.0.0.1",
+            prometheus_port=port, set_global=False,
+        )  # fmt: skip
+    assert {thread.ident for thread in threading.enumerate()} == threads  # no exporter or processor thread
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # the endpoint never listened
+    assert not StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+
+
+def console_metrics(text: str) -> list[tuple[str, dict[str, Any], Any]]:
+    """(name, attributes, value or count) of every data point in the console exporter's JSON documents."""
+    decoder = json.JSONDecoder()
+    points: list[tuple[str, dict[str, Any], Any]] = []
+    position = 0
+    while (start := text.find("{", position)) != -1:
+        document, position = decoder.raw_decode(text, start)
+        for resource_metrics in document.get("resource_metrics", []):
+            for scope_metrics in resource_metrics["scope_metrics"]:
+                for metric in scope_metrics["metrics"]:
+                    for point in metric["data"]["data_points"]:
+                        points.append((metric["name"], point["attributes"], point.get("value", point.get("count"))))
+    return points
+
+
+async def test_metric_export_interval_from_the_environment_reaches_the_reader(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
+    configuration = streamscope.configure(traces="none", logs="none", metrics="console", set_global=False)
+    try:
+        await stream_once()
+        await anyio.sleep(0.5)  # several intervals of 100 ms; the default would be 60 s
+        exported = console_metrics(capfd.readouterr().out)
+        assert any(name == "streamscope.streams.finished" for name, _, _ in exported)
+    finally:
+        configuration.shutdown()
+
+
+async def test_two_prometheus_endpoints_serve_only_their_own_metrics(
+    configurations: list[streamscope.Configuration],
+) -> None:
+    first = streamscope.configure(
+        traces="none", logs="none", metrics="prometheus", prometheus_host="127.0.0.1", prometheus_port=0,
+        set_global=False, instrument=False,
+    )  # fmt: skip
+    second = streamscope.configure(
+        traces="none", logs="none", metrics="prometheus", prometheus_host="127.0.0.1", prometheus_port=0,
+        set_global=False, instrument=False,
+    )  # fmt: skip
+    configurations += [first, second]
+    for configuration, model_name in ((first, "first-model"), (second, "second-model")):
+        model = streamscope.instrument(
+            FunctionModel(stream_function=words, model_name=model_name), meter_provider=configuration.meter_provider
+        )
+        async with Agent(model).run_stream("count") as result:
+            await result.get_output()
+    for configuration, mine, theirs in (
+        (first, "first-model", "second-model"),
+        (second, "second-model", "first-model"),
+    ):
+        assert configuration.prometheus_address is not None
+        host, port = configuration.prometheus_address
+        text = await anyio.to_thread.run_sync(fetch, f"http://{host}:{port}/metrics")
+        assert f'gen_ai_request_model="{mine}"' in text
+        assert theirs not in text
+
+
+async def test_export_failures_are_reported_by_force_flush_and_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    """OTLP to a port nothing listens on: every export fails; force_flush() and shutdown() say so."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkey_timeout = {"OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name, value in monkey_timeout.items():
+            monkeypatch.setenv(name, value)
+        configuration = streamscope.configure(
+            traces="otlp", metrics="none", logs="none", otlp_endpoint=f"http://127.0.0.1:{port}", set_global=False
+        )
+    caplog.set_level(logging.WARNING, logger="streamscope")
+    try:
+        await stream_once()
+        assert configuration.force_flush() is False
+        assert [r.getMessage() for r in caplog.records if r.name == "streamscope"] == [
+            "streamscope: exporting traces failed (see the exporters' log records)"
+        ]
+        assert configuration.force_flush() is True  # nothing more failed since
+        await stream_once()
+    finally:
+        assert configuration.shutdown() is False
+
+
+async def test_shutdown_ends_streams_still_in_flight_and_exports_them(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Streams still open when the configuration shuts down are ended first (interrupted, end reason shutdown),
+    their metrics recorded and everything flushed; only then do the providers stop."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    configuration = streamscope.configure(traces="none", logs="none", metrics="console", set_global=False)
+    spans = InMemorySpanExporter()
+    configuration.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    caplog.set_level(logging.WARNING, logger="streamscope")
+    opened = [Agent(FunctionModel(stream_function=words, model_name="in-flight")).run_stream("go") for _ in range(3)]
+    results = [await run.__aenter__() for run in opened]
+    for result in results:
+        async for _ in result.stream_text(delta=True, debounce_by=None):
+            break  # one chunk read: the stream is in flight
+    capfd.readouterr()
+
+    await anyio.to_thread.run_sync(configuration.shutdown)
+
+    ended = spans.get_finished_spans()
+    assert len(ended) == 3
+    for span in ended:
+        attributes = dict(span.attributes or {})
+        assert (attributes["streamscope.stream.outcome"], attributes["streamscope.stream.end_reason"]) == (
+            "interrupted",
+            "shutdown",
+        )
+    exported = console_metrics(capfd.readouterr().out)  # flushed by shutdown (cumulative: each export says 3)
+    finished = {
+        (a["streamscope.stream.outcome"], v) for name, a, v in exported if name == "streamscope.streams.finished"
+    }
+    assert finished == {("interrupted", 3)}
+    assert {v for name, _, v in exported if name == "streamscope.streams.active"} == {0}
+    assert [r.getMessage() for r in caplog.records if r.name == "streamscope"] == [
+        "streamscope: ended 3 stream(s) still in flight at shutdown"
+    ]
+    for run in reversed(opened):  # the application goes on closing its streams: nothing more is recorded
+        await run.__aexit__(None, None, None)
+    assert len(spans.get_finished_spans()) == 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -13,18 +13,21 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry._logs._internal import ProxyLoggerProvider
 from opentelemetry.metrics._internal import _ProxyMeterProvider  # pyright: ignore[reportPrivateUsage]
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.util.types import AttributeValue
 
+from . import _environment as environment
 from . import _exporters as ex
 from ._exporters import PrometheusEndpoint, Protocol, Signal
 from ._instrumentor import StreamscopeInstrumentor
 from ._options import build_options
+from ._recorder import finish_in_flight
+from ._telemetry import Telemetry
 
 _EXPORTERS: dict[Signal, frozenset[str]] = {
     "traces": frozenset({"otlp", "console"}),
@@ -39,13 +42,14 @@ _EXPORTER_ENV: dict[Signal, str] = {
 _PROVIDER_OPTIONS = frozenset({"tracer_provider", "meter_provider", "logger_provider"})
 _DEFAULT_PROMETHEUS_HOST = "localhost"
 _DEFAULT_PROMETHEUS_PORT = 9464
+_logger = logging.getLogger("streamscope")
 
 
 @dataclass(eq=False)
 class Configuration:
     """What `configure()` set up: the SDK providers (pass them on to other instrumentations) and, when asked
-    for, the Prometheus endpoint's bound address. `shutdown()` (or leaving a ``with`` block) flushes and stops
-    everything and undoes the instrumentation `configure()` turned on."""
+    for, the Prometheus endpoint's bound address. `shutdown()` (or leaving a ``with`` block) ends the streams still
+    in flight, flushes and stops everything, and undoes the instrumentation `configure()` turned on."""
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
@@ -54,27 +58,53 @@ class Configuration:
     """(host, port) the ``/metrics`` endpoint listens on, the real port when 0 was asked for."""
     _prometheus: PrometheusEndpoint | None = field(default=None, repr=False)
     _instrumented: bool = field(default=False, repr=False)
+    _global: bool = field(default=False, repr=False)
+    _exports: list[ex.ExportRecord] = field(default_factory=list[ex.ExportRecord], repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export everything buffered now; True if every provider finished in time."""
-        return all(
+        """Export everything buffered now. True if every provider finished in time and no export has failed
+        since the last flush; a failure is logged, naming the signals."""
+        flushed = all(
             provider.force_flush(timeout_millis)
             for provider in (self.tracer_provider, self.meter_provider, self.logger_provider)
         )
+        failed = sorted({record.signal for record in self._exports if record.take()})
+        if failed:
+            _logger.warning("streamscope: exporting %s failed (see the exporters' log records)", ", ".join(failed))
+        return flushed and not failed
 
-    def shutdown(self) -> None:
-        """Undo the instrumentation, flush and shut down the providers, stop the endpoint. Idempotent."""
+    def shutdown(self) -> bool:
+        """End the streams still in flight (outcome ``interrupted``, end reason ``shutdown``), undo the
+        instrumentation, flush, and shut the providers and the endpoint down. Idempotent. True if everything was
+        exported (see `force_flush`)."""
         if self._stopped:
-            return
+            return True
         self._stopped = True
+        ended = finish_in_flight(self._owns)
+        if ended:
+            _logger.warning("streamscope: ended %d stream(s) still in flight at shutdown", ended)
         if self._instrumented:
             StreamscopeInstrumentor().uninstrument()
+        exported = self.force_flush()
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
         self.logger_provider.shutdown()
         if self._prometheus is not None:
             self._prometheus.stop()
+        return exported
+
+    def _owns(self, telemetry: Telemetry) -> bool:
+        """Whether a stream reports to these providers (given explicitly, or as the global ones this set)."""
+        options = telemetry.options
+        return any(
+            given is mine or (given is None and self._global)
+            for given, mine in (
+                (options.tracer_provider, self.tracer_provider),
+                (options.meter_provider, self.meter_provider),
+                (options.logger_provider, self.logger_provider),
+            )
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -114,10 +144,10 @@ def configure(
             ``OTEL_METRICS_EXPORTER``, ``OTEL_LOGS_EXPORTER`` (comma-separated), else ``"otlp"``.
         otlp_protocol: ``"http/protobuf"`` or ``"grpc"``. Default: ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``,
             then ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``"http/protobuf"``.
-        otlp_endpoint: base URL of the collector, read like ``OTEL_EXPORTER_OTLP_ENDPOINT`` (HTTP appends
-            ``/v1/<signal>``). Default: the exporters read ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]ENDPOINT`` themselves
-            (``http://localhost:4318`` for HTTP, ``localhost:4317`` for gRPC), and headers, timeout,
-            compression and certificates likewise.
+        otlp_endpoint: base URL of the collector, an absolute http(s) URL read like ``OTEL_EXPORTER_OTLP_ENDPOINT``
+            (HTTP appends ``/v1/<signal>``). Default: the exporters read ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]ENDPOINT``
+            themselves (``http://localhost:4318`` for HTTP, ``http://localhost:4317`` for gRPC), and headers,
+            timeout, compression and certificates likewise.
         prometheus_host, prometheus_port: where the ``"prometheus"`` exporter serves ``/metrics``. Default:
             ``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT``, else localhost:9464; port 0 picks a free port.
         service_name: the ``service.name`` resource attribute; resource_attributes: more of them.
@@ -127,9 +157,12 @@ def configure(
         instrument: instrument every Pydantic AI stream with these providers (`streamscope.instrument()`).
         **options: streamscope's instrumentation options (see `streamscope.instrument`).
 
-    Raises `ValueError` (or `TypeError`) for a bad argument or environment value, `ImportError` naming the extra
-    to install when an exporter's package is missing, `RuntimeError` when `set_global` or `instrument` would
-    be silently ignored because global providers or streamscope's instrumentation are already in place.
+    Environment variables follow the OpenTelemetry specification: an empty one means unset. Raises `ValueError`
+    (or `TypeError`) for a bad argument or environment value — including the batch processor, metric reader and
+    OTLP exporter variables the SDK would otherwise replace by defaults — before any provider, thread or socket
+    is created; `ImportError` naming the extra to install when an exporter's package is missing; `RuntimeError`
+    when `set_global` or `instrument` would be silently ignored because global providers or streamscope's
+    instrumentation are already in place. A Prometheus endpoint has a registry of its own.
     """
     if _PROVIDER_OPTIONS & options.keys():
         raise TypeError("configure() builds the providers itself; use streamscope.instrument() to pass your own")
@@ -149,27 +182,46 @@ def configure(
     }
     prometheus = _prometheus_address(prometheus_host, prometheus_port, "prometheus" in signals["metrics"])
     interval_millis = _interval_millis(metric_export_interval)
-    if otlp_endpoint is not None and not (isinstance(otlp_endpoint, str) and otlp_endpoint.strip()):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise ValueError(f"otlp_endpoint must be a non-empty URL, got {otlp_endpoint!r}")
+    if otlp_endpoint is not None:
+        if not isinstance(otlp_endpoint, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"otlp_endpoint must be a URL string, got {otlp_endpoint!r}")
+        otlp_endpoint = environment.absolute_url(otlp_endpoint, "otlp_endpoint")
+    # What the SDK components read themselves: checked now, so nothing is built on a bad value.
+    environment.check_otlp(protocols)
+    if signals["traces"]:
+        environment.check_batch_processor(environment.BSP)
+    if signals["logs"]:
+        environment.check_batch_processor(environment.BLRP)
+    if any(name != "prometheus" for name in signals["metrics"]):
+        environment.check_periodic_reader()
     _check_not_taken(set_global=set_global, instrument=instrument)
 
     def protocol(signal: Signal) -> Protocol:
         return protocols.get(signal, "http/protobuf")
 
     made: list[Any] = []  # shut down again if a later one cannot be built
+    exports: list[ex.ExportRecord] = []
 
-    def keep(exporter: Any) -> Any:
+    def keep(exporter: Any, signal: Signal) -> ex.ExportRecord:
         made.append(exporter)
-        return exporter
+        record = ex.ExportRecord(signal)
+        exports.append(record)
+        return record
 
     try:
-        span_exporters = [keep(ex.span_exporter(name, protocol("traces"), otlp_endpoint)) for name in signals["traces"]]
-        log_exporters = [keep(ex.log_exporter(name, protocol("logs"), otlp_endpoint)) for name in signals["logs"]]
-        metric_exporters = [
-            keep(ex.metric_exporter(name, protocol("metrics"), otlp_endpoint))
-            for name in signals["metrics"]
-            if name != "prometheus"
-        ]
+        span_exporters: list[SpanExporter] = []
+        for name in signals["traces"]:
+            exporter = ex.span_exporter(name, protocol("traces"), otlp_endpoint)
+            span_exporters.append(ex.TrackedSpanExporter(exporter, keep(exporter, "traces")))
+        log_exporters: list[LogRecordExporter] = []
+        for name in signals["logs"]:
+            exporter = ex.log_exporter(name, protocol("logs"), otlp_endpoint)
+            log_exporters.append(ex.TrackedLogExporter(exporter, keep(exporter, "logs")))
+        metric_exporters: list[MetricExporter] = []
+        for name in signals["metrics"]:
+            if name != "prometheus":
+                exporter = ex.metric_exporter(name, protocol("metrics"), otlp_endpoint)
+                metric_exporters.append(ex.TrackedMetricExporter(exporter, keep(exporter, "metrics")))
         endpoint = ex.prometheus_endpoint(*prometheus) if prometheus is not None else None
     except BaseException:
         for exporter in made:
@@ -201,14 +253,16 @@ def configure(
             tracer_provider=tracer_provider, meter_provider=meter_provider, logger_provider=logger_provider, **options
         )
     address = (endpoint.host, endpoint.port) if endpoint is not None else None
-    return Configuration(tracer_provider, meter_provider, logger_provider, address, endpoint, instrument)
+    return Configuration(
+        tracer_provider, meter_provider, logger_provider, address, endpoint, instrument, set_global, exports
+    )
 
 
 def _exporter_names(signal: Signal, value: str | Sequence[str] | None) -> list[str]:
     source = repr(signal)
     if value is None:
-        env = _EXPORTER_ENV[signal]
-        value, source = os.environ.get(env, "otlp"), env
+        variable = _EXPORTER_ENV[signal]
+        value, source = environment.env(variable) or "otlp", variable  # empty means unset: the default
     if isinstance(value, str):
         value = value.split(",")
     elif not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -230,9 +284,9 @@ def _exporter_names(signal: Signal, value: str | Sequence[str] | None) -> list[s
 def _protocol(signal: Signal, given: str | None) -> Protocol:
     source = "otlp_protocol"
     if given is None:
-        for env in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-            if os.environ.get(env, "").strip():
-                given, source = os.environ[env].strip(), env
+        for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            if (value := environment.env(variable)) is not None:
+                given, source = value, variable
                 break
         else:
             return "http/protobuf"
@@ -248,13 +302,13 @@ def _prometheus_address(host: str | None, port: int | None, wanted: bool) -> tup
             raise ValueError("prometheus_host/prometheus_port are set, but 'prometheus' is not a metrics exporter")
         return None
     if host is None:
-        host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip() or _DEFAULT_PROMETHEUS_HOST
+        host = environment.env(environment.PROMETHEUS_HOST) or _DEFAULT_PROMETHEUS_HOST
     if port is None:
-        raw = os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "").strip()
+        raw = environment.env(environment.PROMETHEUS_PORT)
         try:
-            port = int(raw) if raw else _DEFAULT_PROMETHEUS_PORT
+            port = int(raw) if raw is not None else _DEFAULT_PROMETHEUS_PORT
         except ValueError:
-            raise ValueError(f"OTEL_EXPORTER_PROMETHEUS_PORT must be a port number, got {raw!r}") from None
+            raise ValueError(f"{environment.PROMETHEUS_PORT} must be a port number, got {raw!r}") from None
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:  # pyright: ignore[reportUnnecessaryIsInstance]
         raise ValueError(f"prometheus_port must be a port number from 0 to 65535, got {port!r}")
     if not isinstance(host, str) or not host:  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -264,7 +318,9 @@ def _prometheus_address(host: str | None, port: int | None, wanted: bool) -> tup
 
 def _interval_millis(seconds: float | None) -> float | None:
     if seconds is None:
-        return None  # the reader reads OTEL_METRIC_EXPORT_INTERVAL itself
+        # Read here, not left to the reader, which would warn and use 60 s on a bad value, or raise only after the
+        # span processors have started their threads.
+        return environment.milliseconds(environment.METRIC_EXPORT_INTERVAL)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:  # pyright: ignore[reportUnnecessaryIsInstance]
         raise ValueError(f"metric_export_interval must be a positive number of seconds, got {seconds!r}")
     return seconds * 1000

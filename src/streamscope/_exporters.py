@@ -10,12 +10,20 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, MetricReader
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 Signal = Literal["traces", "metrics", "logs"]
 Protocol = Literal["grpc", "http/protobuf"]
@@ -95,14 +103,106 @@ class PrometheusEndpoint:
 
 
 def prometheus_endpoint(host: str, port: int) -> PrometheusEndpoint:
-    """Register a `PrometheusMetricReader` and serve it on http://host:port/metrics (port 0: any free port)."""
+    """A `PrometheusMetricReader` served on http://host:port/metrics (port 0: any free port).
+
+    Each endpoint has a registry of its own (not `prometheus_client`'s process-wide one), so it serves only the
+    metrics of the configuration that made it.
+    """
     what = "The Prometheus /metrics endpoint"
     reader_class = _import("opentelemetry.exporter.prometheus", "PrometheusMetricReader", "prometheus", what)
+    registry_class = _import("prometheus_client", "CollectorRegistry", "prometheus", what)
     start_http_server = _import("prometheus_client", "start_http_server", "prometheus", what)
-    reader: Any = reader_class()
+    registry = registry_class()
+    reader: Any = reader_class(registry=registry)
     try:
-        server, thread = start_http_server(port, addr=host)
+        server, thread = start_http_server(port, addr=host, registry=registry)
     except BaseException:
         reader.shutdown()  # unregister its collector, so a later attempt can register again
         raise
     return PrometheusEndpoint(reader, host, server.server_address[1], server, thread)
+
+
+class ExportRecord:
+    """Whether the exports of one exporter failed since it was last asked."""
+
+    __slots__ = ("failures", "signal")
+
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+        self.failures = 0
+
+    def note(self, failed: bool) -> None:
+        if failed:
+            self.failures += 1
+
+    def take(self) -> int:
+        failures, self.failures = self.failures, 0
+        return failures
+
+
+class TrackedSpanExporter(SpanExporter):
+    """A span exporter that passes everything through and remembers failed exports."""
+
+    def __init__(self, inner: SpanExporter, record: ExportRecord) -> None:
+        self.inner = inner
+        self.record = record
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans)
+        self.record.note(result is not SpanExportResult.SUCCESS)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class TrackedLogExporter(LogRecordExporter):
+    """A log record exporter that passes everything through and remembers failed exports."""
+
+    def __init__(self, inner: LogRecordExporter, record: ExportRecord) -> None:
+        self.inner = inner
+        self.record = record
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        result: Any = self.inner.export(batch)
+        # The result enum was renamed (LogExportResult, then LogRecordExportResult); both have SUCCESS.
+        self.record.note(getattr(result, "name", None) != "SUCCESS")
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class TrackedMetricExporter(MetricExporter):
+    """A metric exporter that passes everything through and remembers failed exports.
+
+    The reader asks an exporter for its preferred temporality and aggregation; they are the wrapped exporter's
+    (which, for OTLP, reads ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``).
+    """
+
+    def __init__(self, inner: MetricExporter, record: ExportRecord) -> None:
+        super().__init__(
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
+        )
+        self.inner = inner
+        self.record = record
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        inner: Any = self.inner
+        result: MetricExportResult = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        self.record.note(result is not MetricExportResult.SUCCESS)
+        return result
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        inner: Any = self.inner
+        inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis=timeout_millis)

@@ -73,6 +73,7 @@ END_ERROR: Final = "error"
 END_NEVER_ITERATED: Final = "never_iterated"
 END_GARBAGE_COLLECTED: Final = "garbage_collected"
 END_CONSUMER_ERROR: Final = "consumer_error"  # the consumer's own code raised while the stream was open
+END_SHUTDOWN: Final = "shutdown"  # still in flight when its telemetry was shut down (Configuration.shutdown)
 END_TIMEOUT: Final = "timeout"  # Pydantic AI's request_timeout/first_event_timeout expired
 # error.type of that expiry: what Pydantic AI raises outside the stream (here it is only a cancellation)
 ERROR_TYPE_TIMEOUT: Final = "pydantic_ai.exceptions.ModelRequestTimeout"

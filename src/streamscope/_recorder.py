@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import itertools
 import math
+import threading
 import time
+import weakref
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -32,7 +34,7 @@ _RESERVED_SPAN_EVENTS = 2
 Timed = tuple[int, Any]  # (perf_counter_ns, event)
 Run = tuple[int, int, int]  # a run of coalesced deltas: (count, last perf_counter_ns, content length)
 _CANCELLABLE_ENDS = frozenset({n.END_EXHAUSTED, n.END_CONSUMER_CLOSED, n.END_NEVER_ITERATED})
-_INTERRUPTING_ENDS = frozenset({n.END_TASK_CANCELLED, n.END_CONSUMER_ERROR})
+_INTERRUPTING_ENDS = frozenset({n.END_TASK_CANCELLED, n.END_CONSUMER_ERROR, n.END_SHUTDOWN})
 
 
 def error_type(error: BaseException) -> str:
@@ -42,6 +44,18 @@ def error_type(error: BaseException) -> str:
 
 
 _orphans: deque[StreamRecorder] = deque()  # recorders of streams garbage-collected unfinished, to finish
+_in_flight: weakref.WeakSet[StreamRecorder] = weakref.WeakSet()  # recorders of streams not finished yet
+_in_flight_lock = threading.Lock()
+
+
+def finish_in_flight(belongs: Callable[[Telemetry], bool]) -> int:
+    """End every stream still in flight whose telemetry `belongs` (end reason `shutdown`); how many it ended."""
+    finish_orphans()
+    with _in_flight_lock:
+        recorders = [recorder for recorder in _in_flight if belongs(recorder.telemetry)]
+    for recorder in recorders:
+        recorder.finish(n.END_SHUTDOWN)
+    return len(recorders)
 
 
 def orphans_waiting() -> bool:
@@ -156,6 +170,8 @@ class StreamRecorder:
         self.usage_interval_ns = int(telemetry.options.usage_flush_interval * 1e9)
         self.metric_key: AttributesKey = tuple(metric_attributes.items())
         telemetry.metrics.streams_active.add(1, self.metric_key)
+        with _in_flight_lock:
+            _in_flight.add(self)
 
     # --- while streaming -------------------------------------------------------------------------
     @never_raises("reading usage", None)
@@ -180,6 +196,8 @@ class StreamRecorder:
         if self.finished:
             return
         self.finished = True
+        with _in_flight_lock:
+            _in_flight.discard(self)
         try:
             self._finish(end_reason, error)
         except Exception:
