@@ -76,6 +76,7 @@ MODEL = label(n.GEN_AI_REQUEST_MODEL)
 OUTCOME = label(n.STREAM_OUTCOME)
 ERROR_TYPE = label(n.ERROR_TYPE)
 TOKEN_TYPE = label(n.GEN_AI_TOKEN_TYPE)
+RESPONSE_MODEL = label(n.GEN_AI_RESPONSE_MODEL)
 EVENT_KIND = label(n.EVENT_KIND)
 SERVER = label(n.SERVER_ADDRESS)
 INTERRUPTED = f"{n.OUTCOME_INTERRUPTED}|{n.OUTCOME_INCOMPLETE}"
@@ -241,6 +242,21 @@ def token_panels(layout: Layout, q: Queries, width: int) -> None:
             [
                 prometheus_target(q.quantile(p, TOKEN_USAGE, by=TOKEN_TYPE), f"p{round(p * 100)} {{{{{TOKEN_TYPE}}}}}")
                 for p in (0.5, 0.95)
+            ],
+            unit="short",
+        ),
+        width,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Output tokens/s by response model",
+            "The model that answered (gen_ai.response.model), which a fallback or a provider's alias can make differ "
+            "from the one requested. From gen_ai.client.token.usage, recorded when a stream ends.",
+            [
+                prometheus_target(
+                    q.rate(TOKEN_USAGE + "_sum", f'{TOKEN_TYPE}="output"', RESPONSE_MODEL), f"{{{{{RESPONSE_MODEL}}}}}"
+                )
             ],
             unit="short",
         ),
