@@ -1,11 +1,29 @@
 # streamscope developer commands. `make demo` and `make test` work on a fresh machine with Python 3.11+.
-PYTHON ?= python3.11
+# The Python the virtualenvs are made with: PYTHON=... if given, else the first of PYTHON_CANDIDATES on PATH
+# that is 3.11 or newer. Chosen when a recipe first needs it (so `make clean` needs no Python), checked, and
+# announced once: `streamscope: using /usr/bin/python3.12 (Python 3.12.3)`. `make which-python` shows it.
+PYTHON ?=
+PYTHON_CANDIDATES ?= python3.11 python3.12 python3.13 python3.14 python3
 VENV ?= .venv
 VENV_LOW ?= .venv-low
 # Arize Phoenix, the real OTLP receiver of the export tests, in its own virtualenv: its pins are heavy.
 VENV_PHOENIX ?= .venv-phoenix
 PHOENIX := "arize-phoenix>=20.26,<21"
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+python_ok := import sys; sys.exit(sys.version_info < (3, 11))
+# $(call checked_python,NAME): the full path of NAME if it runs and is 3.11+, else nothing
+checked_python = $(if $(shell '$(1)' -c '$(python_ok)' >/dev/null 2>&1 && echo ok),$(shell command -v '$(1)'))
+# the full path of the first candidate that runs and is 3.11+, else nothing
+found_python = $(shell for p in $(PYTHON_CANDIDATES); do \
+	command -v "$$p" >/dev/null 2>&1 && "$$p" -c '$(python_ok)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+chosen_python = $(strip $(if $(strip $(PYTHON)), \
+	$(or $(call checked_python,$(strip $(PYTHON))),$(error streamscope: PYTHON=$(PYTHON) is not Python 3.11+ \
+	($(shell command -v '$(strip $(PYTHON))' >/dev/null 2>&1 && { '$(strip $(PYTHON))' --version 2>&1 || :; } || echo not found)))), \
+	$(or $(found_python),$(error streamscope: no Python 3.11+ found: none of $(PYTHON_CANDIDATES) on PATH is 3.11 or newer; \
+	install one or run make PYTHON=/path/to/python3.11+))))
+# Evaluated once, on first use.
+BASE_PYTHON = $(eval BASE_PYTHON := $$(chosen_python))$(info streamscope: using $(BASE_PYTHON) \
+	($(shell '$(BASE_PYTHON)' --version 2>&1)))$(BASE_PYTHON)
 PY := $(VENV)/bin/python
 PY_LOW := $(VENV_LOW)/bin/python
 # The lowest releases we support, tested alongside the newest.
@@ -15,25 +33,29 @@ LOWEST := "pydantic-ai-slim[openai]==2.0.0" "opentelemetry-api==1.45.0" "opentel
           "opentelemetry-exporter-otlp-proto-http==1.45.0" "opentelemetry-exporter-otlp-proto-grpc==1.45.0" \
           "opentelemetry-exporter-prometheus==0.66b0" "prometheus-client==0.20.0" "opentelemetry-distro==0.66b0"
 
-.PHONY: demo test bench bench-instructions lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
+.PHONY: which-python demo test bench bench-instructions lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 $(VENV_LOW)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV_LOW)
+	$(BASE_PYTHON) -m venv $(VENV_LOW)
 	$(PY_LOW) -m pip install --quiet --upgrade pip
 	$(PY_LOW) -m pip install --quiet -e ".[dev]" $(LOWEST)
 	touch $@
 
 $(VENV_PHOENIX)/.installed:
-	$(PYTHON) -m venv $(VENV_PHOENIX)
+	$(BASE_PYTHON) -m venv $(VENV_PHOENIX)
 	$(VENV_PHOENIX)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV_PHOENIX)/bin/python -m pip install --quiet $(PHOENIX)
 	touch $@
+
+# Which Python the virtualenvs are made with (choose with PYTHON=...).
+which-python:
+	@: $(BASE_PYTHON)
 
 install: $(VENV)/.installed
 install-lowest: $(VENV_LOW)/.installed

@@ -61,13 +61,16 @@ async def scenarios() -> None:
             print(f"  broken out   -> first chunk {text!r}")
             break
 
+    first_chunk = asyncio.Event()
+
     async def read_slowly() -> None:  # 3. the task is cancelled mid-stream
         async with agent.run_stream("Tell me a story") as result:
             async for _ in result.stream_text(delta=True, debounce_by=None):
+                first_chunk.set()
                 await asyncio.sleep(0.01)
 
     task = asyncio.create_task(read_slowly())
-    await asyncio.sleep(0.02)
+    await first_chunk.wait()  # cancelled mid-stream however slow the machine is
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     print("  cancelled    -> task cancelled mid-stream")

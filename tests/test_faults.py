@@ -317,10 +317,10 @@ async def test_batch_processor_with_a_stuck_exporter_never_blocks_the_stream(ote
         await _timed_streams(model, 1)
         assert exporter.entered.wait(timeout=10)  # the exporter thread is now stuck in export()
         with anyio.fail_after(10):  # a stream waiting on the exporter would never finish
-            durations = await _timed_streams(model, 50)
+            await _timed_streams(model, 50)
+        # All 50 streams ended while the exporter was still stuck: none waited on it (no timing needed to tell).
         assert not exporter.released.is_set()
-        assert max(durations) < 0.25, durations
-        assert sum(durations) < 2.0, sum(durations)
+        assert exporter.exported == 0
     finally:
         exporter.released.set()
     assert batch.force_flush(timeout_millis=10_000)
