@@ -140,7 +140,18 @@ VARIANTS: dict[str, Callable[[Model, TracerProvider, MeterProvider], Any]] = {
     "streamscope_per_chunk": lambda model, tp, mp: streamscope.instrument(
         model, tracer_provider=tp, meter_provider=mp, chunk_timing="per_chunk"
     ),
+    # Live cost off (the benchmark models' names have no price: on, their cost path is a remembered unknown).
+    "streamscope_no_cost": lambda model, tp, mp: streamscope.instrument(
+        model, tracer_provider=tp, meter_provider=mp, cost=False
+    ),
 }
+
+
+def priced(model: Model) -> FunctionModel:
+    """The same stream under a model name genai-prices knows (gpt-4o), so that every stream is priced."""
+    assert isinstance(model, FunctionModel)
+    assert model.stream_function is not None
+    return FunctionModel(stream_function=model.stream_function, model_name="gpt-4o")
 
 
 # Stream open+close variants besides the per-event ones: streamscope's own machinery without the SDK's work, and
@@ -154,6 +165,13 @@ STREAM_VARIANTS: dict[str, Callable[[Model, TracerProvider, MeterProvider], Any]
         InstrumentedModel(model, InstrumentationSettings(tracer_provider=tp, meter_provider=mp)),
         tracer_provider=tp,
         meter_provider=mp,
+    ),
+    # A model genai-prices knows: each stream's final response is priced once (live cost), or not (cost=False).
+    "streamscope_priced": lambda model, tp, mp: streamscope.instrument(
+        priced(model), tracer_provider=tp, meter_provider=mp
+    ),
+    "streamscope_priced_no_cost": lambda model, tp, mp: streamscope.instrument(
+        priced(model), tracer_provider=tp, meter_provider=mp, cost=False
     ),
 }
 

@@ -30,6 +30,7 @@ VARIANTS = (
     "streamscope",
     "streamscope_capture",
     "streamscope_per_chunk",
+    "streamscope_no_cost",
 )
 STREAM_VARIANTS = (
     "raw",
@@ -37,6 +38,9 @@ STREAM_VARIANTS = (
     "streamscope",
     "streamscope_noop_providers",
     "streamscope_over_instrumented_model",
+    "streamscope_no_cost",
+    "streamscope_priced",
+    "streamscope_priced_no_cost",
 )
 SHORT, LONG = 1_000, 5_000
 FEW, MANY = 50, 250

@@ -1,12 +1,11 @@
-"""Generate streamscope's Grafana dashboards and provisioning files from code.
+"""Generate streamscope's Grafana dashboards, provisioning files and alert rules from code.
 
     python -m dashboards.generate           # rewrite the files in dashboards/
     python -m dashboards.generate --check   # exit 1 if a committed file differs from what this generates
 
-Metric names are derived from `streamscope._names` with Prometheus's translation of OpenTelemetry names
-(dots become ``_``, unit ``s`` adds ``_seconds``, counters end in ``_total``, ``{...}`` units are dropped);
-the tests check each one against the ``/metrics`` output of a real instrumented process scraped by a real
-Prometheus, and run every query.
+Also the Prometheus alerting rules and their promtool unit tests (`dashboards.alerts`). Metric names come from
+`dashboards.names`, Prometheus's translation of `streamscope._names`; the tests check each one against the
+``/metrics`` output of a real instrumented process scraped by a real Prometheus, and run every query and rule.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Literal
 
+from dashboards import alerts
 from dashboards._grafana import (
     JSON,
     WIDTH,
@@ -29,57 +28,38 @@ from dashboards._grafana import (
     timeseries,
     traces_table,
 )
+from dashboards.names import (
+    ACTIVE,
+    COST,
+    DURATION,
+    ERROR_TYPE,
+    EVENT_KIND,
+    EVENTS,
+    FINISHED,
+    GAP_LONGEST,
+    GAP_MEAN,
+    INTERRUPTED,
+    JOB,
+    MODEL,
+    OLDEST_AGE,
+    OUTCOME,
+    PROVIDER,
+    RESPONSE_MODEL,
+    SERVER,
+    STALLED,
+    STREAM_COST,
+    TOKEN_TYPE,
+    TOKEN_USAGE,
+    TPOC,
+    TTFC,
+    USAGE_COUNTERS,
+    VIOLATIONS,
+)
 from streamscope import _names as n
 
 HERE = Path(__file__).resolve().parent
 OVERVIEW_UID = "streamscope-overview"
 MODEL_UID = "streamscope-model"
-
-
-def prometheus_name(name: str, unit: str, kind: Literal["counter", "gauge", "histogram"]) -> str:
-    """The name Prometheus gives an OpenTelemetry metric (histograms then add ``_bucket``/``_sum``/``_count``)."""
-    base = name.replace(".", "_")
-    if unit == "s":
-        base += "_seconds"
-    return base + "_total" if kind == "counter" else base
-
-
-FINISHED = prometheus_name(n.METRIC_STREAMS_FINISHED, "{stream}", "counter")
-ACTIVE = prometheus_name(n.METRIC_STREAMS_ACTIVE, "{stream}", "gauge")
-EVENTS = prometheus_name(n.METRIC_STREAM_EVENTS, "{event}", "counter")
-VIOLATIONS = prometheus_name(n.METRIC_POLICY_VIOLATIONS, "{violation}", "counter")
-DURATION = prometheus_name(n.METRIC_OPERATION_DURATION, "s", "histogram")
-TTFC = prometheus_name(n.METRIC_TIME_TO_FIRST_CHUNK, "s", "histogram")
-TPOC = prometheus_name(n.METRIC_TIME_PER_OUTPUT_CHUNK, "s", "histogram")
-GAP_LONGEST = prometheus_name(n.METRIC_CHUNK_GAP_LONGEST, "s", "histogram")
-GAP_MEAN = prometheus_name(n.METRIC_CHUNK_GAP_MEAN, "s", "histogram")
-TOKEN_USAGE = prometheus_name(n.METRIC_TOKEN_USAGE, "{token}", "histogram")
-USAGE_COUNTERS: tuple[tuple[str, str], ...] = tuple(
-    (legend, prometheus_name(metric, "{token}", "counter"))
-    for legend, metric in (
-        ("input", n.METRIC_USAGE_INPUT_TOKENS),
-        ("output", n.METRIC_USAGE_OUTPUT_TOKENS),
-        ("cache read", n.METRIC_USAGE_CACHE_READ_TOKENS),
-        ("cache write", n.METRIC_USAGE_CACHE_CREATION_TOKENS),
-        ("reasoning", n.METRIC_USAGE_REASONING_TOKENS),
-    )
-)
-
-
-def label(attribute: str) -> str:
-    return attribute.replace(".", "_")
-
-
-JOB = "job"
-PROVIDER = label(n.GEN_AI_PROVIDER_NAME)
-MODEL = label(n.GEN_AI_REQUEST_MODEL)
-OUTCOME = label(n.STREAM_OUTCOME)
-ERROR_TYPE = label(n.ERROR_TYPE)
-TOKEN_TYPE = label(n.GEN_AI_TOKEN_TYPE)
-RESPONSE_MODEL = label(n.GEN_AI_RESPONSE_MODEL)
-EVENT_KIND = label(n.EVENT_KIND)
-SERVER = label(n.SERVER_ADDRESS)
-INTERRUPTED = f"{n.OUTCOME_INTERRUPTED}|{n.OUTCOME_INCOMPLETE}"
 
 
 class Queries:
@@ -265,6 +245,86 @@ def token_panels(layout: Layout, q: Queries, width: int) -> None:
     )
 
 
+def cost_panels(layout: Layout, q: Queries, by_model: bool) -> None:
+    layout.row("Cost")
+    if by_model:
+        cost_rate = prometheus_target(q.rate(COST, by=MODEL), f"{{{{{MODEL}}}}}")
+        title, description = "Cost/s by model", "USD per second, counted as streams run (streamscope.cost)"
+    else:
+        cost_rate = prometheus_target(q.rate(COST), "cost/s")
+        title, description = "Cost/s", "USD per second, counted as streams run (streamscope.cost)"
+    layout.add(
+        timeseries(
+            title,
+            description + ": priced like Pydantic AI prices a response (genai-prices); a model without a known "
+            "price counts nothing.",
+            [cost_rate],
+            unit="currencyUSD",
+        ),
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Cost per stream",
+            "Median and 95th percentile of what one stream cost when it ended (streamscope.stream.cost). Exemplars "
+            "link to the streams.",
+            [prometheus_target(q.quantile(p, STREAM_COST), f"p{round(p * 100)}", exemplar=True) for p in (0.5, 0.95)],
+            unit="currencyUSD",
+        ),
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Spend/s by outcome",
+            "What the streams that ended cost, by how they ended: incomplete, interrupted and error are spent on "
+            "answers nobody read in full.",
+            [prometheus_target(q.rate(STREAM_COST + "_sum", by=OUTCOME), f"{{{{{OUTCOME}}}}}")],
+            unit="currencyUSD",
+            stack=True,
+        ),
+        8,
+        8,
+    )
+
+
+def stall_panels(layout: Layout, q: Queries) -> None:
+    layout.row("Stalls")
+    layout.add(
+        timeseries(
+            "Stalled streams",
+            "Streams in flight whose last chunk (or open, before the first) is older than the stall threshold "
+            "(stall_threshold, 30 s by default).",
+            [prometheus_target(f"sum by ({MODEL}) ({q.select(STALLED)})", f"{{{{{MODEL}}}}}")],
+            unit="short",
+            stack=True,
+        ),
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Oldest stream in flight",
+            "Age of the oldest stream opened and not finished yet (0 when none is in flight).",
+            [prometheus_target(f"max by ({MODEL}) ({q.select(OLDEST_AGE)})", f"{{{{{MODEL}}}}}")],
+            unit="s",
+        ),
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "p95 longest gap between chunks by model",
+            "95th percentile, per model, of each stream's longest time between two chunks: where streams stall.",
+            [prometheus_target(q.quantile(0.95, GAP_LONGEST, by=MODEL), f"{{{{{MODEL}}}}}")],
+            unit="s",
+        ),
+        8,
+        8,
+    )
+
+
 def events_and_policy(layout: Layout, q: Queries) -> None:
     layout.row("Stream events and policy")
     layout.add(
@@ -412,6 +472,8 @@ def overview() -> JSON:
         8,
         8,
     )
+    cost_panels(layout, q, by_model=True)
+    stall_panels(layout, q)
     events_and_policy(layout, q)
     layout.collapsed_row(
         "Traces (needs a Tempo datasource)",
@@ -491,6 +553,8 @@ def model_drilldown() -> JSON:
         8,
     )
     token_panels(layout, q, 12)
+    cost_panels(layout, q, by_model=False)
+    stall_panels(layout, q)
     events_and_policy(layout, q)
     layout.collapsed_row(
         "Traces (needs a Tempo datasource)",
@@ -581,6 +645,8 @@ def render() -> dict[str, str]:
         "streamscope-model.json": dump(model_drilldown()),
         "provisioning/dashboards.yaml": PROVISIONING_DASHBOARDS,
         "provisioning/datasources.yaml": PROVISIONING_DATASOURCES,
+        alerts.RULES_FILE: alerts.rules_yaml(),
+        alerts.TESTS_FILE: alerts.tests_yaml(),
     }
 
 

@@ -192,13 +192,28 @@ class Prometheus:
         assert data["status"] == "success", (label, selector, data)
         return data["data"]
 
+    def series(self, selector: str) -> list[dict[str, str]]:
+        """The label sets of every series `selector` matches."""
+        data = get_json(f"{self.url}/api/v1/series?{urllib.parse.urlencode({'match[]': selector})}")
+        assert data["status"] == "success", (selector, data)
+        return data["data"]
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every rule Prometheus loaded, with its health and last evaluation."""
+        data = get_json(f"{self.url}/api/v1/rules")
+        assert data["status"] == "success", data
+        return [rule for group in data["data"]["groups"] for rule in group["rules"]]
+
 
 def start_prometheus(
-    directory: Path, targets: dict[str, str], scrape_interval: str = "1s"
+    directory: Path, targets: dict[str, str], scrape_interval: str = "1s", rule_files: tuple[Path, ...] = ()
 ) -> tuple[Process, Prometheus]:
-    """Run Prometheus on a free loopback port with storage in `directory`, scraping `targets` (job → host:port),
-    and wait until it is ready."""
+    """Run Prometheus on a free loopback port with storage in `directory`, scraping `targets` (job → host:port)
+    and evaluating `rule_files`, and wait until it is ready."""
     config = ["global:", f"  scrape_interval: {scrape_interval}", f"  evaluation_interval: {scrape_interval}"]
+    if rule_files:
+        config.append("rule_files:")
+        config += [f"  - '{path}'" for path in rule_files]
     config.append("scrape_configs:")
     for job, target in targets.items():
         config += [f"  - job_name: {job}", "    static_configs:", f"      - targets: ['{target}']"]

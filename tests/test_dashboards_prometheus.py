@@ -19,12 +19,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from dashboards import alerts
 from dashboards.generate import USAGE_COUNTERS
 
 from tests import workload
 from tests.servers import ROOT, Process, Prometheus, http_get, start_prometheus, wait_until
 
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
+RULES = ROOT / "dashboards" / alerts.RULES_FILE
 JOB = "streamscope-workload"
 # Grafana's built-in interval variables, as Grafana would fill them for a 1 s scrape interval.
 BUILTINS = {"__rate_interval": "10s", "__interval": "2s", "__range": "5m"}
@@ -126,7 +128,9 @@ def workload_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workl
 @pytest.fixture(scope="module")
 def prometheus(workload_process: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     directory = tmp_path_factory.mktemp("prometheus")
-    process, server = start_prometheus(directory, {JOB: urlparse(workload_process.metrics_url).netloc})
+    process, server = start_prometheus(
+        directory, {JOB: urlparse(workload_process.metrics_url).netloc}, rule_files=(RULES,)
+    )
     try:
         wait_until(
             lambda: any(r["value"][1] == "1" for r in server.query(f'up{{job="{JOB}"}}')), 30, "the first scrape"
@@ -188,3 +192,63 @@ def test_dashboards_use_only_metrics_the_library_emits(workload_process: Workloa
 
     ours = {family(name) for name in exposed if name.startswith(("streamscope_", "gen_ai_"))}
     assert ours <= {family(name) for name in used}, sorted(ours - {family(name) for name in used})
+
+
+# --- the alert rules, evaluated by the same real Prometheus --------------------------------------------------------
+PROMQL_WORDS = {"and", "or", "unless", "offset", "bool", "by", "on", "without", "ignoring", "group_left", "group_right"}
+
+
+def rule_selectors(expr: str) -> tuple[list[tuple[str, str]], set[str]]:
+    """(metric name, its label matchers) for each selector, and the labels of every by/on clause, of a rule."""
+    grouping = {
+        label.strip()
+        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr)
+        for label in clause.split(",")
+        if label.strip()
+    }
+    bare = re.sub(r"\b(?:by|on)\s*\([^)]*\)", " ", expr)
+    # an identifier not followed by "(" (a function) nor by more of a name, with its matchers if any
+    selectors = re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?(?![\w:{]|\s*\()", bare)
+    found = [(name, matchers) for name, matchers in selectors if name not in PROMQL_WORDS]
+    return found, grouping
+
+
+def test_rule_selectors_are_read_exactly() -> None:
+    found, grouping = rule_selectors(
+        'sum by (job, a_b) (rate(x_total{o="e"}[5m])) / on (job) sum(y_bucket) and z offset 5m > 0'
+    )
+    assert found == [("x_total", '{o="e"}'), ("y_bucket", ""), ("z", "")]
+    assert grouping == {"job", "a_b"}
+
+
+def test_every_alert_rule_is_evaluated_without_error(prometheus: Prometheus) -> None:
+    expected = [alert.name for alert in alerts.ALERTS]
+
+    def all_evaluated() -> bool:
+        rules = prometheus.rules()
+        return [r["name"] for r in rules] == expected and all(
+            r["health"] == "ok" and not r["lastEvaluation"].startswith("0001") for r in rules
+        )
+
+    wait_until(all_evaluated, DATA_TIMEOUT, "every rule evaluated")
+    assert all(rule.get("lastError", "") == "" for rule in prometheus.rules())
+
+
+def test_alert_rules_use_only_metrics_and_labels_the_library_emits(
+    workload_process: Workload, prometheus: Prometheus
+) -> None:
+    """Each selector of each rule matches series the workload exports (label matchers included), and each label a
+    rule groups or matches on is on every series of the metrics it combines, in the real /metrics output."""
+    status, body = http_get(workload_process.metrics_url)
+    assert status == 200
+    exposed = {re.split(r"[{ ]", line, maxsplit=1)[0] for line in body.decode().splitlines() if line and line[0] != "#"}
+    for alert in alerts.ALERTS:
+        selectors, grouping = rule_selectors(alert.expr)
+        assert selectors, alert.name
+        for name, matchers in selectors:
+            assert name in exposed, (alert.name, name)
+            selector = f'{name}{{job="{JOB}"{", " + matchers[1:-1] if matchers else ""}}}'
+            wait_until(lambda s=selector: bool(prometheus.series(s)), DATA_TIMEOUT, f"series for {selector}")
+            for series in prometheus.series(selector):
+                missing = grouping - set(series)
+                assert not missing, (alert.name, selector, missing)

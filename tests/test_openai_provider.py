@@ -191,6 +191,7 @@ async def test_text_stream(otel: Otel, stub: Stub, instrument: Instrument) -> No
         "gen_ai.usage.input_tokens": 13,
         "gen_ai.usage.output_tokens": 5,
         "gen_ai.usage.cache_read.input_tokens": 4,
+        "streamscope.stream.cost": float(response.cost().total_price),  # as Pydantic AI prices the response
         "streamscope.stream.outcome": "complete",
         "streamscope.stream.end_reason": "exhausted",
         "streamscope.stream.events.total": 5,

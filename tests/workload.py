@@ -35,7 +35,8 @@ from tests.openai_server import OpenAIStubServer, StubUsage
 
 SERVICE = "streamscope-workload"
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini")
-CUSTOM_PROVIDER, CUSTOM_MODEL, CUSTOM_URL = "acme", "words-1", "http://127.0.0.1:9/v1"  # never contacted
+# A user-defined model of an Anthropic-compatible endpoint (never contacted), which genai-prices prices by name.
+CUSTOM_PROVIDER, CUSTOM_MODEL, CUSTOM_URL = "anthropic", "claude-3-5-haiku-latest", "http://127.0.0.1:9/v1"
 # Pydantic AI 2.0 has no `output_reasoning_tokens`; its OpenAI usage extraction then drops the whole usage.
 HAS_REASONING_TOKENS = "output_reasoning_tokens" in {f.name for f in dataclasses.fields(RequestUsage)}
 

@@ -76,6 +76,13 @@ def instrument(model: Model | str | None = None, /, **options: Any) -> Model | N
             run of deltas of a part) or ``"none"``. Counts per kind are always on the span.
         usage_flush_interval: at most how often, in seconds, usage growth is recorded while streaming
             (default 0.05; 0 records every change). All growth is recorded when the stream ends.
+        chunk_timing: ``"summary"`` (default: per stream the mean and longest gap between chunks) or
+            ``"per_chunk"`` (also the conventions' ``gen_ai.client.operation.time_per_output_chunk``, one
+            observation per chunk after the first).
+        cost: record the cost in USD, priced as Pydantic AI prices a response (genai-prices), while streams
+            run (``streamscope.cost``) and per stream at its end (``streamscope.stream.cost``). Default True.
+        stall_threshold: seconds without a chunk after which a stream in flight counts as stalled
+            (``streamscope.streams.stalled``). Default 30.
     """
     if model is None:
         # Validate here too: BaseInstrumentor returns early, without calling _instrument, when already on.

@@ -9,15 +9,18 @@ matters on a stream's open/close path. Histograms stay synchronous.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, MeterProvider, Observation
 from opentelemetry.util.types import AttributeValue
 
+from . import _inflight
 from . import _names as n
 
 AttributesKey = tuple[tuple[str, AttributeValue], ...]
@@ -42,6 +45,69 @@ class Sums:
             items = list(self._values.items())
         return [Observation(value, dict(key)) for key, value in items]
 
+    def keys(self) -> list[AttributesKey]:
+        """Every attribute set seen so far."""
+        with self._lock:
+            return list(self._values)
+
+
+class CostSums:
+    """Cumulative costs in USD per attribute set, summed exactly (`Decimal`) and reported as floats.
+
+    Summing the prices' `Decimal` deltas exactly makes one stream's total the float of its final price, with no
+    rounding drift however many deltas it took to get there.
+    """
+
+    __slots__ = ("_lock", "_values")
+
+    def __init__(self) -> None:
+        self._values: dict[AttributesKey, Decimal] = {}
+        self._lock = threading.Lock()
+
+    def add(self, value: Decimal, key: AttributesKey) -> None:
+        with self._lock:
+            self._values[key] = self._values.get(key, Decimal(0)) + value
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._values.items())
+        return [Observation(float(value), dict(key)) for key, value in items]
+
+
+class StallWatch:
+    """The stall gauges of one set of instruments: in-flight streams with no chunk for longer than their stall
+    threshold, and the age of the oldest in-flight stream, per attribute set (0 for sets with none).
+
+    It reads, at collection time, what the hot path already keeps (the time of each stream's last chunk), so
+    watching costs the stream nothing per event.
+    """
+
+    def __init__(self, owner: MetricInstruments | None = None) -> None:
+        self.owner = owner
+
+    def _in_flight(self) -> list[Any]:
+        return [r for r in _inflight.snapshot() if r.telemetry.metrics is self.owner]
+
+    def _keys(self) -> list[AttributesKey]:
+        return self.owner.streams_active.keys() if self.owner is not None else []
+
+    def observe_stalled(self, _options: CallbackOptions) -> Iterable[Observation]:
+        now = time.perf_counter_ns()
+        stalled = dict.fromkeys(self._keys(), 0)
+        for recorder in self._in_flight():
+            if now - (recorder.last_chunk_ns or recorder.start_ns) > recorder.stall_threshold_ns:
+                stalled[recorder.metric_key] = stalled.get(recorder.metric_key, 0) + 1
+        return [Observation(count, dict(key)) for key, count in stalled.items()]
+
+    def observe_oldest_age(self, _options: CallbackOptions) -> Iterable[Observation]:
+        now = time.perf_counter_ns()
+        oldest = dict.fromkeys(self._keys(), 0)
+        for recorder in self._in_flight():
+            age = now - recorder.start_ns
+            if age > oldest.get(recorder.metric_key, 0):
+                oldest[recorder.metric_key] = age
+        return [Observation(age / 1e9, dict(key)) for key, age in oldest.items()]
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class MetricInstruments:
@@ -53,11 +119,14 @@ class MetricInstruments:
     time_per_output_chunk: Histogram
     chunk_gap_mean: Histogram
     chunk_gap_longest: Histogram
+    stream_cost: Histogram
+    cost: CostSums
     usage: tuple[tuple[str, Sums], ...]  # (RequestUsage field, its delta sums)
     stream_events: Sums
     streams_active: Sums
     streams_finished: Sums
     policy_violations: Counter
+    stall_watch: StallWatch
 
 
 _by_provider: weakref.WeakKeyDictionary[Any, MetricInstruments] = weakref.WeakKeyDictionary()
@@ -93,7 +162,24 @@ def _create(meter: Meter) -> MetricInstruments:
         unit="{stream}",
         description="Streams opened and not yet finished.",
     )
-    return MetricInstruments(
+    cost = CostSums()
+    meter.create_observable_counter(
+        n.METRIC_COST, callbacks=[cost.observe], unit=n.COST_UNIT, description=n.DESCRIPTION_COST
+    )
+    stall_watch = StallWatch()
+    meter.create_observable_gauge(
+        n.METRIC_STREAMS_STALLED,
+        callbacks=[stall_watch.observe_stalled],
+        unit="{stream}",
+        description="Streams in flight whose last chunk (or open, before the first) is older than the stall threshold.",
+    )
+    meter.create_observable_gauge(
+        n.METRIC_STREAMS_OLDEST_AGE,
+        callbacks=[stall_watch.observe_oldest_age],
+        unit="s",
+        description="Age of the oldest stream in flight (0 when none is).",
+    )
+    instruments = MetricInstruments(
         token_usage=_histogram(meter, n.METRIC_TOKEN_USAGE, "{token}", n.DESCRIPTION_TOKEN_USAGE, n.TOKEN_BUCKETS),
         operation_duration=_histogram(
             meter, n.METRIC_OPERATION_DURATION, "s", n.DESCRIPTION_OPERATION_DURATION, n.DURATION_BUCKETS
@@ -110,6 +196,8 @@ def _create(meter: Meter) -> MetricInstruments:
         chunk_gap_longest=_histogram(
             meter, n.METRIC_CHUNK_GAP_LONGEST, "s", n.DESCRIPTION_CHUNK_GAP_LONGEST, n.CHUNK_TIME_BUCKETS
         ),
+        stream_cost=_histogram(meter, n.METRIC_STREAM_COST, n.COST_UNIT, n.DESCRIPTION_STREAM_COST, n.COST_BUCKETS),
+        cost=cost,
         usage=tuple(
             (
                 field,
@@ -127,4 +215,7 @@ def _create(meter: Meter) -> MetricInstruments:
             unit="{violation}",
             description="Model requests denied by a policy (check_allow_model_requests).",
         ),
+        stall_watch=stall_watch,
     )
+    stall_watch.owner = instruments
+    return instruments

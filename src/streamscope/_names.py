@@ -58,6 +58,7 @@ STREAM_EVENTS_SDK_DROPPED: Final = "streamscope.stream.events.sdk_dropped"
 STREAM_CHUNKS: Final = "streamscope.stream.chunks"
 STREAM_CHUNK_GAP_MEAN: Final = "streamscope.stream.chunk_gap.mean"  # seconds, from the first chunk to the last
 STREAM_CHUNK_GAP_LONGEST: Final = "streamscope.stream.chunk_gap.longest"  # seconds, the longest between two chunks
+STREAM_COST: Final = "streamscope.stream.cost"  # USD, the priced final response (absent when the price is unknown)
 
 OUTCOME_COMPLETE: Final = "complete"
 OUTCOME_INCOMPLETE: Final = "incomplete"
@@ -133,6 +134,15 @@ METRIC_STREAM_EVENTS: Final = "streamscope.stream.events"
 METRIC_STREAMS_ACTIVE: Final = "streamscope.streams.active"
 METRIC_STREAMS_FINISHED: Final = "streamscope.streams.finished"
 METRIC_POLICY_VIOLATIONS: Final = "streamscope.policy.violations"
+# Cost (USD, as Pydantic AI prices a response): deltas while streams run, and one value per stream at its end.
+METRIC_COST: Final = "streamscope.cost"
+METRIC_STREAM_COST: Final = STREAM_COST
+COST_UNIT: Final = "{USD}"  # UCUM has no currencies: an annotation, as Pydantic AI's own operation.cost uses
+DESCRIPTION_COST: Final = "Cost of the streams' usage in USD, recorded as it grows (genai-prices)."
+DESCRIPTION_STREAM_COST: Final = "Cost of one stream in USD when it ended, by outcome (genai-prices)."
+# Stalls: in-flight streams whose last chunk (or open, before the first) is older than the stall threshold.
+METRIC_STREAMS_STALLED: Final = "streamscope.streams.stalled"
+METRIC_STREAMS_OLDEST_AGE: Final = "streamscope.streams.oldest_age"
 
 # `RequestUsage` field → (usage-delta counter, span attribute). Order is the order of emission.
 USAGE_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -146,6 +156,9 @@ USAGE_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (
 # Bucket boundaries given by the GenAI metric conventions (the semconv factories pass none).
 DURATION_BUCKETS: Final[tuple[float, ...]] = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 … 81.92
 TOKEN_BUCKETS: Final[tuple[float, ...]] = tuple(float(4**i) for i in range(14))  # 1 … 67108864
+COST_BUCKETS: Final[tuple[float, ...]] = (
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+)  # fmt: skip
 CHUNK_TIME_BUCKETS: Final[tuple[float, ...]] = (
     0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip

@@ -53,6 +53,8 @@ _LEGACY_CAPTURE: dict[str, ContentCapture] = {"true": "span_only", "false": "no_
 
 DEFAULT_MAX_CONTENT_LENGTH = 1024
 DEFAULT_USAGE_FLUSH_INTERVAL = 0.05
+DEFAULT_STALL_THRESHOLD = 30.0
+MAX_STALL_THRESHOLD = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class Options:
     span_events: SpanEventMode = "all"
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_INTERVAL
     chunk_timing: ChunkTiming = "summary"
+    cost: bool = True
+    stall_threshold: float = DEFAULT_STALL_THRESHOLD
 
     @property
     def content_on_spans(self) -> bool:
@@ -165,6 +169,18 @@ def build_options(**kwargs: Any) -> Options:
     if chunk_timing not in get_args(ChunkTiming):
         raise ValueError(f"chunk_timing must be one of {get_args(ChunkTiming)}, got {chunk_timing!r}")
 
+    cost = kwargs.get("cost", True)
+    if not isinstance(cost, bool):
+        raise TypeError(f"cost must be True or False, got {cost!r}")
+
+    stall_threshold = kwargs.get("stall_threshold", DEFAULT_STALL_THRESHOLD)
+    if isinstance(stall_threshold, bool) or not isinstance(stall_threshold, int | float):
+        raise TypeError(f"stall_threshold must be a number of seconds, got {stall_threshold!r}")
+    if not 0 < stall_threshold <= MAX_STALL_THRESHOLD:  # also rejects NaN
+        raise ValueError(
+            f"stall_threshold must be more than 0 and at most {MAX_STALL_THRESHOLD:g} seconds, got {stall_threshold}"
+        )
+
     return Options(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -175,4 +191,6 @@ def build_options(**kwargs: Any) -> Options:
         span_events=mode,
         usage_flush_interval=float(interval),
         chunk_timing=chunk_timing,
+        cost=cost,
+        stall_threshold=float(stall_threshold),
     )

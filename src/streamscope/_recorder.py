@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import itertools
 import math
-import threading
 import time
-import weakref
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -20,7 +19,9 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from . import _cost, _inflight
 from . import _names as n
+from ._cost import price_of_response, price_of_stream
 from ._events import Attributes, add_content, describe, event_kind
 from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
@@ -44,15 +45,12 @@ def error_type(error: BaseException) -> str:
 
 
 _orphans: deque[StreamRecorder] = deque()  # recorders of streams garbage-collected unfinished, to finish
-_in_flight: weakref.WeakSet[StreamRecorder] = weakref.WeakSet()  # recorders of streams not finished yet
-_in_flight_lock = threading.Lock()
 
 
 def finish_in_flight(belongs: Callable[[Telemetry], bool]) -> int:
     """End every stream still in flight whose telemetry `belongs` (end reason `shutdown`); how many it ended."""
     finish_orphans()
-    with _in_flight_lock:
-        recorders = [recorder for recorder in _in_flight if belongs(recorder.telemetry)]
+    recorders: list[StreamRecorder] = [r for r in _inflight.snapshot() if belongs(r.telemetry)]
     for recorder in recorders:
         recorder.finish(n.END_SHUTDOWN)
     return len(recorders)
@@ -168,27 +166,54 @@ class StreamRecorder:
         self.runs: list[tuple[int, Any, int, int, int]] = []
         self.usage_reported: dict[str, int] = {}
         self.usage_interval_ns = int(telemetry.options.usage_flush_interval * 1e9)
+        self.stall_threshold_ns = int(telemetry.options.stall_threshold * 1e9)  # read by the stall gauges
+        self.pricing = telemetry.options.cost  # off once the stream's price proves unknown, until its end
+        self.cost_recorded = Decimal(0)  # USD counted for this stream so far
+        self.priced_ns = 0  # when the usage was last priced while streaming
         self.metric_key: AttributesKey = tuple(metric_attributes.items())
         telemetry.metrics.streams_active.add(1, self.metric_key)
-        with _in_flight_lock:
-            _in_flight.add(self)
+        _inflight.add(self)
 
     # --- while streaming -------------------------------------------------------------------------
     @never_raises("reading usage", None)
-    def flush_usage(self, usage: Any = None) -> None:
-        """Record growth of the stream's usage (read now unless given) since the last flush as counter deltas."""
+    def flush_usage(self, usage: Any = None, *, price: bool = True) -> None:
+        """Record growth of the stream's usage (read now unless given) since the last flush as counter deltas,
+        and, when it grew, the growth of its cost (unless `price` is False)."""
         if usage is None:
             usage = _read_usage(self.stream)
         if usage is None:
             return
         reported = self.usage_reported
         key = self.metric_key
+        grew = False
         for field, sums in self.telemetry.metrics.usage:
             value = getattr(usage, field, 0) or 0
             delta = value - reported.get(field, 0)
             if delta > 0:
                 sums.add(delta, key)
                 reported[field] = value
+                grew = True
+        if grew and price and self.pricing and self._pricing_due():
+            cost = price_of_stream(self.stream, usage)
+            if cost is None:
+                self.pricing = False  # priced again once, from the final response
+            else:
+                self._count_cost(cost)
+
+    def _pricing_due(self) -> bool:
+        """Whether the usage may be priced now: pricing is costly, so at most once per live-pricing interval."""
+        now = time.perf_counter_ns()
+        if self.priced_ns and now - self.priced_ns < _cost.LIVE_PRICING_INTERVAL_S * 1e9:
+            return False
+        self.priced_ns = now
+        return True
+
+    def _count_cost(self, cost: Decimal) -> None:
+        """Count the growth of the stream's cost to `cost` (a counter never goes down)."""
+        delta = cost - self.cost_recorded
+        if delta > 0:
+            self.telemetry.metrics.cost.add(delta, self.metric_key)
+            self.cost_recorded = cost
 
     # --- the end -----------------------------------------------------------------------------------
     def finish(self, end_reason: str, error: BaseException | None = None) -> None:
@@ -196,8 +221,7 @@ class StreamRecorder:
         if self.finished:
             return
         self.finished = True
-        with _in_flight_lock:
-            _in_flight.discard(self)
+        _inflight.discard(self)
         try:
             self._finish(end_reason, error)
         except Exception:
@@ -250,7 +274,7 @@ class StreamRecorder:
         stream = self.stream
         # One read of the usage serves the last usage deltas, the span attributes and the token histogram.
         usage = _safe_usage(stream)
-        self.flush_usage(usage)
+        self.flush_usage(usage, price=False)  # the final response is priced below, once
         response = _safe_get(stream)
         state = getattr(response, "state", None)
         failure = _failure_type(end_reason, error)
@@ -298,6 +322,9 @@ class StreamRecorder:
                     attributes[attribute] = value
         if failure is not None:
             attributes[n.ERROR_TYPE] = failure
+        cost = self._final_cost(response) if known_usage is not None else None
+        if cost is not None:
+            attributes[n.STREAM_COST] = float(cost)
 
         try:
             self._end_span(end_ns, attributes, kinds, kind_counts, error, failure)
@@ -317,7 +344,17 @@ class StreamRecorder:
             known_usage,
             kind_counts,
             response_model if isinstance(response_model, str) else None,
+            cost,
         )
+
+    def _final_cost(self, response: Any) -> Decimal | None:
+        """Price the final response, count what the live deltas have not, and return it (None: unknown)."""
+        if not self.telemetry.options.cost or response is None:
+            return None
+        cost = price_of_response(response)
+        if cost is not None:
+            self._count_cost(cost)
+        return cost
 
     def _end_span(
         self,
@@ -357,6 +394,7 @@ class StreamRecorder:
         usage: Any,
         kind_counts: dict[str, int],
         response_model: str | None,
+        cost: Decimal | None,
     ) -> None:
         instruments = self.telemetry.metrics
         key = self.metric_key
@@ -375,6 +413,8 @@ class StreamRecorder:
         if self.chunks > 1:
             instruments.chunk_gap_mean.record(self._mean_gap_s(), timed, context)
             instruments.chunk_gap_longest.record(self.longest_gap_ns / 1e9, timed, context)
+        if cost is not None:
+            instruments.stream_cost.record(float(cost), {**timed, n.STREAM_OUTCOME: outcome}, context)
         if self.gaps:  # the conventions' metric: one observation per chunk after the first
             record = instruments.time_per_output_chunk.record
             for gap in self.gaps:

@@ -1,0 +1,439 @@
+"""Live cost: priced as Pydantic AI prices a response, counted while the stream runs, exactly once per request.
+
+The priced streams are real: `OpenAIChatModel` (gpt-4o, which genai-prices knows by the provider's name) over the
+loopback OpenAI server, and a user-defined stream of an OpenAI model whose usage grows chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import ModelAPIError
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ModelResponseStreamEvent, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.fallback import FallbackModel
+from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RequestUsage
+
+import streamscope
+from streamscope import _cost
+from tests.conftest import Instrument, Otel, sum_value
+from tests.openai_server import OpenAIStubServer, StubUsage
+
+pytestmark = pytest.mark.anyio
+
+COST = "streamscope.cost"
+STREAM_COST = "streamscope.stream.cost"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_explanations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the first explanation of an unknown price, as a fresh process would."""
+    monkeypatch.setattr(_cost, "_explained", set())
+    monkeypatch.setattr(_cost, "_unpriced", {})
+
+
+def priced(response: ModelResponse) -> Decimal:
+    """The cost Pydantic AI gives a response: the reported one if any, else `ModelResponse.cost()`."""
+    reported = getattr(response.usage, "cost", None)
+    return reported if isinstance(reported, Decimal) else response.cost().total_price
+
+
+def openai_model(server: OpenAIStubServer, name: str = "gpt-4o") -> OpenAIChatModel:
+    return OpenAIChatModel(name, provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+
+
+def cost_points(otel: Otel) -> list[tuple[dict[str, Any], Any]]:
+    return otel.metrics().get(COST, [])
+
+
+def stream_cost_points(otel: Otel) -> list[tuple[dict[str, Any], Any]]:
+    return otel.metrics().get(STREAM_COST, [])
+
+
+# --- a user-defined stream of a priced model whose usage grows as it streams ------------------------------------
+WORDS = ("one", " two", " three", " four", " five")
+
+
+def usage_after(chunks: int) -> RequestUsage:
+    return RequestUsage(input_tokens=1200, output_tokens=40 * chunks)
+
+
+@dataclass
+class GrowingStream(StreamedResponse):
+    """Usage grows with each chunk, as Anthropic's or Gemini's streams report it; `gate` holds the second chunk."""
+
+    model: str = "gpt-4o"
+    provider: str = "openai"
+    gate: asyncio.Event | None = None
+    _timestamp: datetime = field(default_factory=lambda: datetime(2026, 11, 30, tzinfo=UTC))
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        for index, word in enumerate(WORDS):
+            if index == 1 and self.gate is not None:
+                await self.gate.wait()
+            self._usage = usage_after(index + 1)
+            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
+                yield event
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider
+
+    @property
+    def provider_url(self) -> str | None:
+        return None
+
+    @property
+    def timestamp(self) -> datetime:
+        return self._timestamp
+
+
+class GrowingModel(Model):
+    """A user-defined model streaming `GrowingStream`s."""
+
+    def __init__(self, model: str = "gpt-4o", provider: str = "openai", gate: asyncio.Event | None = None) -> None:
+        super().__init__()
+        self._name, self._system, self.gate = model, provider, gate
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def system(self) -> str:
+        return self._system
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: Any = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        yield GrowingStream(model_request_parameters, model=self._name, provider=self._system, gate=self.gate)
+
+
+def price_of(usage: RequestUsage, model: str = "gpt-4o") -> Decimal:
+    response = ModelResponse(
+        parts=[], usage=usage, model_name=model, provider_name="openai", timestamp=datetime(2026, 11, 30, tzinfo=UTC)
+    )
+    return response.cost().total_price
+
+
+def prompt() -> list[ModelMessage]:
+    return [ModelRequest(parts=[UserPromptPart("count")])]
+
+
+# --- the total of a stream is the priced final response ---------------------------------------------------------
+async def test_stream_cost_is_the_priced_final_response(
+    otel: Otel, server: OpenAIStubServer, instrument: Instrument
+) -> None:
+    server.script(["Hello", " there"], usage=StubUsage(prompt_tokens=1234, completion_tokens=567))
+    agent = Agent(instrument(openai_model(server)))
+    async with agent.run_stream("Say hello.") as result:
+        await result.get_output()
+    response = result.all_messages()[-1]
+    assert isinstance(response, ModelResponse)
+    expected = priced(response)
+    assert expected > 0
+
+    span = otel.one_stream_span()
+    assert (span.attributes or {})[STREAM_COST] == float(expected)
+    [(attributes, point)] = cost_points(otel)
+    assert point.value == float(expected)  # exactly: the deltas are summed as Decimals
+    assert attributes == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "server.address": "127.0.0.1",
+        "server.port": server.port,
+    }
+    [(histogram_attributes, histogram)] = stream_cost_points(otel)
+    assert (histogram.count, histogram.sum) == (1, float(expected))
+    assert histogram_attributes == {
+        **attributes,
+        "gen_ai.response.model": response.model_name,
+        "streamscope.stream.outcome": "complete",
+    }
+
+
+async def test_cost_follows_the_usage_while_the_stream_runs(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 0.0)  # price at every usage flush
+    model = streamscope.instrument(GrowingModel(), usage_flush_interval=0, **otel.providers)
+    seen: list[float] = []
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        chunks = 0
+        async for event in stream:
+            if type(event).__name__ == "PartDeltaEvent" or type(event).__name__ == "PartStartEvent":
+                chunks += 1
+                [(_, point)] = cost_points(otel)
+                seen.append(point.value)
+                # what has streamed so far is priced already, before the stream ends
+                assert point.value == float(price_of(usage_after(chunks)))
+    assert seen == sorted(seen)
+    assert len(set(seen)) == len(WORDS)
+    final = price_of(usage_after(len(WORDS)))
+    [(_, point)] = cost_points(otel)
+    assert point.value == float(final)
+    assert (otel.one_stream_span().attributes or {})[STREAM_COST] == float(final)
+
+
+async def test_live_pricing_happens_at_most_once_per_interval(otel: Otel) -> None:
+    """Pricing costs hundreds of microseconds: while streaming, the usage is priced when it grew, at most once a
+    second (here: at the first chunk only); the final response is priced at the end."""
+    assert _cost.LIVE_PRICING_INTERVAL_S == 1.0
+    model = streamscope.instrument(GrowingModel(), usage_flush_interval=0, **otel.providers)
+    seen: list[float] = []
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for event in stream:
+            if type(event).__name__ in ("PartDeltaEvent", "PartStartEvent"):
+                [(_, point)] = cost_points(otel)
+                seen.append(point.value)
+    assert seen == [float(price_of(usage_after(1)))] * len(WORDS)
+    [(_, point)] = cost_points(otel)
+    assert point.value == float(price_of(usage_after(len(WORDS))))
+
+
+async def test_an_unknown_model_is_not_looked_up_again_for_a_while(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    lookups: list[str | None] = []
+    original = ModelResponse.cost
+
+    def counting_cost(self: ModelResponse) -> Any:
+        lookups.append(self.model_name)
+        return original(self)
+
+    monkeypatch.setattr(ModelResponse, "cost", counting_cost)
+    model = streamscope.instrument(GrowingModel("words-1", "acme"), usage_flush_interval=0, **otel.providers)
+    for _ in range(3):
+        async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                pass
+    assert lookups == ["words-1"]  # the first flush of the first stream; then remembered as unpriced
+    assert len(otel.stream_spans()) == 3
+    for key in _cost._unpriced:  # its retry time has come
+        _cost._unpriced[key] = 0.0
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    assert len(lookups) > 1  # looked up again once the retry time has passed
+
+
+async def test_spend_on_a_stream_broken_off_is_recorded_by_outcome(otel: Otel) -> None:
+    model = streamscope.instrument(GrowingModel(), usage_flush_interval=0, **otel.providers)
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            break  # after the first chunk: 1,200 input and 40 output tokens spent on an answer nobody read
+    spent = float(price_of(usage_after(1)))
+    span = otel.one_stream_span()
+    outcome = (span.attributes or {})["streamscope.stream.outcome"]
+    assert outcome == "incomplete"
+    assert (span.attributes or {})[STREAM_COST] == spent
+    [(_, point)] = cost_points(otel)
+    assert point.value == spent
+    [(attributes, histogram)] = stream_cost_points(otel)
+    assert (histogram.count, histogram.sum) == (1, spent)
+    assert attributes["streamscope.stream.outcome"] == "incomplete"
+
+
+async def test_spend_on_a_cancelled_stream(otel: Otel) -> None:
+    gate = asyncio.Event()
+    model = streamscope.instrument(GrowingModel(gate=gate), usage_flush_interval=0, **otel.providers)
+    first_chunk = asyncio.Event()
+
+    async def consume() -> None:
+        async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                first_chunk.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_chunk.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    spent = float(price_of(usage_after(1)))
+    [(attributes, histogram)] = stream_cost_points(otel)
+    assert (histogram.sum, attributes["streamscope.stream.outcome"]) == (spent, "interrupted")
+    [(_, point)] = cost_points(otel)
+    assert point.value == spent
+
+
+# --- unknown prices and switching cost off ------------------------------------------------------------------------
+async def test_an_unknown_price_records_no_cost_and_says_why_once(otel: Otel, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="streamscope")
+    model = streamscope.instrument(GrowingModel("words-1", "acme"), usage_flush_interval=0, **otel.providers)
+    for _ in range(2):
+        async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                pass
+    assert COST not in otel.metrics()  # no cost at all, not a cost of 0
+    assert STREAM_COST not in otel.metrics()
+    assert all(STREAM_COST not in (span.attributes or {}) for span in otel.stream_spans())
+    assert len(otel.stream_spans()) == 2
+    explained = [r for r in caplog.records if "no cost recorded" in r.getMessage()]
+    assert len(explained) == 1, [r.getMessage() for r in explained]
+    assert explained[0].levelno == logging.DEBUG
+    assert "'words-1'" in explained[0].getMessage()
+    assert "'acme'" in explained[0].getMessage()
+    # the token usage is still counted
+    assert sum_value(otel.metrics()["streamscope.usage.output_tokens"]) == 2 * 40 * len(WORDS)
+
+
+async def test_no_usage_no_cost(otel: Otel, server: OpenAIStubServer) -> None:
+    server.script(["Hello"], usage=None)
+    agent = Agent(streamscope.instrument(openai_model(server), **otel.providers))
+    async with agent.run_stream("Say hello.") as result:
+        await result.get_output()
+    assert COST not in otel.metrics()
+    assert STREAM_COST not in (otel.one_stream_span().attributes or {})
+
+
+async def test_cost_can_be_switched_off(otel: Otel, server: OpenAIStubServer) -> None:
+    server.script(["Hello"], usage=StubUsage(prompt_tokens=100, completion_tokens=10))
+    agent = Agent(streamscope.instrument(openai_model(server), cost=False, **otel.providers))
+    async with agent.run_stream("Say hello.") as result:
+        await result.get_output()
+    assert COST not in otel.metrics()
+    assert STREAM_COST not in otel.metrics()
+    assert STREAM_COST not in (otel.one_stream_span().attributes or {})
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_cost_option_is_validated(bad: Any) -> None:
+    with pytest.raises(TypeError, match="cost must be True or False"):
+        streamscope.instrument(GrowingModel(), cost=bad)
+
+
+# --- exactly once, whatever streamscope is combined with ----------------------------------------------------------
+Compose = Callable[[Model, Otel], Model]
+
+
+def _both_modes(model: Model, otel: Otel) -> Model:
+    streamscope.instrument(**otel.providers)
+    return streamscope.instrument(model, **otel.providers)
+
+
+def _inside_instrumented_model(model: Model, otel: Otel) -> Model:
+    settings = InstrumentationSettings(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    return InstrumentedModel(streamscope.instrument(model, **otel.providers), settings)
+
+
+def _around_instrumented_model(model: Model, otel: Otel) -> Model:
+    settings = InstrumentationSettings(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    return streamscope.instrument(InstrumentedModel(model, settings), **otel.providers)
+
+
+def _process_wide_under_instrumented_model(model: Model, otel: Otel) -> Model:
+    streamscope.instrument(**otel.providers)
+    settings = InstrumentationSettings(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    return InstrumentedModel(model, settings)
+
+
+def _fallback_after_a_failure(model: Model, otel: Otel) -> Model:
+    streamscope.instrument(**otel.providers)
+    return FallbackModel(GrowingModel("words-1", "acme-down"), model)
+
+
+COMPOSITIONS: dict[str, Compose] = {
+    "explicit_and_process_wide": _both_modes,
+    "inside_InstrumentedModel": _inside_instrumented_model,
+    "around_InstrumentedModel": _around_instrumented_model,
+    "process_wide_under_InstrumentedModel": _process_wide_under_instrumented_model,
+    "FallbackModel": _fallback_after_a_failure,
+}
+
+
+@pytest.fixture
+def failing_acme(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`acme-down` models refuse every request, so a FallbackModel moves on to the next model."""
+    original = GrowingModel.request_stream
+
+    @asynccontextmanager
+    async def request_stream(self: GrowingModel, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamedResponse]:
+        if self.system == "acme-down":
+            raise ModelAPIError("words-1", "acme is down")
+        async with original(self, *args, **kwargs) as stream:
+            yield stream
+
+    monkeypatch.setattr(GrowingModel, "request_stream", request_stream)
+
+
+@pytest.mark.parametrize("composition", list(COMPOSITIONS))
+@pytest.mark.usefixtures("failing_acme")
+async def test_cost_is_counted_once_per_request(otel: Otel, composition: str) -> None:
+    model = COMPOSITIONS[composition](GrowingModel(), otel)
+    agent = Agent(model)
+    async with agent.run_stream("count") as result:
+        await result.get_output()
+    response = result.all_messages()[-1]
+    assert isinstance(response, ModelResponse)
+    expected = float(priced(response))
+    assert expected == float(price_of(usage_after(len(WORDS))))
+    [(_, point)] = cost_points(otel)
+    assert point.value == expected
+    [(_, histogram)] = stream_cost_points(otel)
+    assert (histogram.count, histogram.sum) == (1, expected)
+    # Pydantic AI's own cost histogram, where its instrumentation is on, holds the same request once, by its name.
+    own = otel.metrics().get("operation.cost", [])
+    if "InstrumentedModel" in composition:
+        assert [(p.count, p.sum) for _, p in own] == [(1, expected)]
+    else:
+        assert own == []
+
+
+# --- the data Pydantic AI 2.0 and 2.68 price alike ----------------------------------------------------------------
+def test_pricing_matches_pydantic_ai_on_a_response_with_every_usage_field() -> None:
+    fields = {f.name for f in dataclasses.fields(RequestUsage)}
+    usage = RequestUsage(input_tokens=5000, cache_read_tokens=1000, output_tokens=700)
+    if "output_reasoning_tokens" in fields:
+        usage = dataclasses.replace(usage, output_reasoning_tokens=300)
+    response = ModelResponse(parts=[], usage=usage, model_name="gpt-4o", provider_name="openai")
+    assert _cost.price_of_response(response) == response.cost().total_price
+
+
+@pytest.mark.parametrize("mode", ["explicit", "process_wide"])
+async def test_cost_is_counted_once_beside_the_agents_own_instrumentation(otel: Otel, mode: str) -> None:
+    """The agent's `instrument` property (Pydantic AI's Instrumentation capability) prices the response on its own
+    metric; streamscope counts the same request once on its own."""
+    settings = InstrumentationSettings(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    if mode == "explicit":
+        model: Model = streamscope.instrument(GrowingModel(), **otel.providers)
+    else:
+        streamscope.instrument(**otel.providers)
+        model = GrowingModel()
+    agent = Agent(model)
+    agent.instrument = settings
+    async with agent.run_stream("count") as result:
+        await result.get_output()
+    expected = float(price_of(usage_after(len(WORDS))))
+    [(_, point)] = cost_points(otel)
+    assert point.value == expected
+    [(_, histogram)] = stream_cost_points(otel)
+    assert (histogram.count, histogram.sum) == (1, expected)
+    assert [(p.count, p.sum) for _, p in otel.metrics()["operation.cost"]] == [(1, expected)]

@@ -1,0 +1,124 @@
+"""Stall detection: streams in flight with no chunk for longer than the threshold, and the oldest one's age."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from pydantic_ai.models import ModelRequestParameters
+
+import streamscope
+from tests.conftest import Otel
+from tests.test_cost import GrowingModel, prompt
+
+pytestmark = pytest.mark.anyio
+
+STALLED = "streamscope.streams.stalled"
+OLDEST_AGE = "streamscope.streams.oldest_age"
+THRESHOLD = 0.2
+
+
+def gauge(otel: Otel, name: str, model: str) -> float:
+    [value] = [point.value for attributes, point in otel.metrics()[name] if attributes["gen_ai.request.model"] == model]
+    return value
+
+
+async def test_a_stream_waiting_longer_than_the_threshold_is_stalled(otel: Otel) -> None:
+    gate = asyncio.Event()  # holds each stream before its second chunk
+    stalling = streamscope.instrument(GrowingModel("gpt-4o", gate=gate), stall_threshold=THRESHOLD, **otel.providers)
+    steady = streamscope.instrument(GrowingModel("gpt-4o-mini"), stall_threshold=THRESHOLD, **otel.providers)
+    first_chunk = asyncio.Event()
+
+    async def consume() -> None:
+        async with stalling.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                first_chunk.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_chunk.wait(), 5)
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    assert gauge(otel, STALLED, "gpt-4o") == 0  # a chunk just arrived
+    async with steady.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    await asyncio.sleep(THRESHOLD * 1.5)
+    assert gauge(otel, STALLED, "gpt-4o") == 1
+    assert gauge(otel, STALLED, "gpt-4o-mini") == 0  # finished: known, with none stalled
+    age = gauge(otel, OLDEST_AGE, "gpt-4o")
+    assert THRESHOLD * 1.5 <= age <= loop.time() - opened + 1.0
+    assert gauge(otel, OLDEST_AGE, "gpt-4o-mini") == 0
+
+    gate.set()  # the stream resumes and ends
+    await asyncio.wait_for(task, 5)
+    assert gauge(otel, STALLED, "gpt-4o") == 0
+    assert gauge(otel, OLDEST_AGE, "gpt-4o") == 0
+    span = next(s for s in otel.stream_spans() if (s.attributes or {})["gen_ai.request.model"] == "gpt-4o")
+    longest = (span.attributes or {})["streamscope.stream.chunk_gap.longest"]
+    assert isinstance(longest, float)
+    assert longest >= THRESHOLD * 1.5
+
+
+async def test_a_stream_with_no_first_chunk_yet_stalls_too(otel: Otel) -> None:
+    model = streamscope.instrument(GrowingModel(), stall_threshold=THRESHOLD, **otel.providers)
+    async with model.request_stream(prompt(), None, ModelRequestParameters()):
+        assert gauge(otel, STALLED, "gpt-4o") == 0
+        await asyncio.sleep(THRESHOLD * 1.5)  # opened, never read
+        assert gauge(otel, STALLED, "gpt-4o") == 1
+    assert gauge(otel, STALLED, "gpt-4o") == 0
+
+
+async def test_the_stall_gauges_only_count_their_own_meter_providers_streams(otel: Otel) -> None:
+    reader = InMemoryMetricReader()
+    other = MeterProvider(metric_readers=[reader])
+    try:
+        mine = streamscope.instrument(GrowingModel(), stall_threshold=THRESHOLD, **otel.providers)
+        theirs = streamscope.instrument(GrowingModel(), stall_threshold=THRESHOLD, meter_provider=other)
+        async with theirs.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                pass
+        async with mine.request_stream(prompt(), None, ModelRequestParameters()):
+            await asyncio.sleep(THRESHOLD * 1.5)
+            assert gauge(otel, STALLED, "gpt-4o") == 1
+            data = reader.get_metrics_data()
+            assert data is not None
+            values = [
+                getattr(point, "value", None)
+                for resource_metrics in data.resource_metrics
+                for scope_metrics in resource_metrics.scope_metrics
+                for metric in scope_metrics.metrics
+                if metric.name == STALLED
+                for point in metric.data.data_points
+            ]
+            assert values == [0]
+    finally:
+        other.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (86_401, ValueError),
+        (True, TypeError),
+        ("30", TypeError),
+        (None, TypeError),
+    ],
+)
+def test_stall_threshold_is_validated(bad: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="stall_threshold"):
+        streamscope.instrument(GrowingModel(), stall_threshold=bad)
+
+
+def test_stall_threshold_default_is_thirty_seconds() -> None:
+    from streamscope._options import build_options
+
+    assert build_options().stall_threshold == 30.0
+    assert build_options(stall_threshold=2).stall_threshold == 2.0
