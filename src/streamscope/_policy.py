@@ -171,5 +171,11 @@ def record_violation(telemetry: Telemetry, error: BaseException, boundary_model:
         model_class or "<unknown model>",
         attributes.get(n.GEN_AI_REQUEST_MODEL, ""),
         call_site,
-        extra={"streamscope_call_site": call_site, "streamscope_model_class": model_class},
+        extra={
+            "streamscope_policy": n.POLICY_ALLOW_MODEL_REQUESTS,
+            "streamscope_call_site": call_site,
+            "streamscope_model_class": model_class,
+            "streamscope_model": attributes.get(n.GEN_AI_REQUEST_MODEL),
+            "streamscope_provider": attributes.get(n.GEN_AI_PROVIDER_NAME),
+        },
     )
