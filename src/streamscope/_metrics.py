@@ -28,50 +28,31 @@ AttributesKey = tuple[tuple[str, AttributeValue], ...]
 
 
 class Sums:
-    """Cumulative sums per attribute set, reported by an observable instrument."""
+    """Cumulative sums per attribute set, reported by an observable instrument.
+
+    Costs are added as `Decimal`s and summed exactly, so one stream's total is the float of its final price, with
+    no rounding drift however many deltas it took to get there; they are reported as floats.
+    """
 
     __slots__ = ("_lock", "_values")
 
     def __init__(self) -> None:
-        self._values: dict[AttributesKey, int] = {}
+        self._values: dict[AttributesKey, int | Decimal] = {}
         self._lock = threading.Lock()
 
-    def add(self, value: int, key: AttributesKey) -> None:
+    def add(self, value: int | Decimal, key: AttributesKey) -> None:
         with self._lock:
             self._values[key] = self._values.get(key, 0) + value
 
     def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
             items = list(self._values.items())
-        return [Observation(value, dict(key)) for key, value in items]
+        return [Observation(float(value) if isinstance(value, Decimal) else value, dict(key)) for key, value in items]
 
     def keys(self) -> list[AttributesKey]:
         """Every attribute set seen so far."""
         with self._lock:
             return list(self._values)
-
-
-class CostSums:
-    """Cumulative costs in USD per attribute set, summed exactly (`Decimal`) and reported as floats.
-
-    Summing the prices' `Decimal` deltas exactly makes one stream's total the float of its final price, with no
-    rounding drift however many deltas it took to get there.
-    """
-
-    __slots__ = ("_lock", "_values")
-
-    def __init__(self) -> None:
-        self._values: dict[AttributesKey, Decimal] = {}
-        self._lock = threading.Lock()
-
-    def add(self, value: Decimal, key: AttributesKey) -> None:
-        with self._lock:
-            self._values[key] = self._values.get(key, Decimal(0)) + value
-
-    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
-        with self._lock:
-            items = list(self._values.items())
-        return [Observation(float(value), dict(key)) for key, value in items]
 
 
 class StallWatch:
@@ -120,7 +101,7 @@ class MetricInstruments:
     chunk_gap_mean: Histogram
     chunk_gap_longest: Histogram
     stream_cost: Histogram
-    cost: CostSums
+    cost: Sums  # of Decimal USD
     usage: tuple[tuple[str, Sums], ...]  # (RequestUsage field, its delta sums)
     stream_events: Sums
     streams_active: Sums
@@ -162,7 +143,7 @@ def _create(meter: Meter) -> MetricInstruments:
         unit="{stream}",
         description="Streams opened and not yet finished.",
     )
-    cost = CostSums()
+    cost = Sums()
     meter.create_observable_counter(
         n.METRIC_COST, callbacks=[cost.observe], unit=n.COST_UNIT, description=n.DESCRIPTION_COST
     )
