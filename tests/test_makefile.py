@@ -113,7 +113,8 @@ def test_the_first_candidate_in_order_wins(bin_dir: Path, present: tuple[str, ..
 def test_fails_clearly_without_python_311(bin_dir: Path) -> None:
     add_old_python(bin_dir, "python3.11")
     add_old_python(bin_dir, "python3")
-    result = make(bin_dir, "install")
+    # A virtualenv that does not exist yet, so `install` has a recipe to run whatever state .venv is in.
+    result = make(bin_dir, "install", f"VENV={bin_dir.parent / 'no-venv-yet'}")
     assert result.returncode == 2
     assert result.stdout == ""
     assert "*** streamscope: no Python 3.11+ found: none of python3.11 python3.12 python3.13 python3.14 python3" in (
