@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import entry_points, requires, version
@@ -140,6 +141,17 @@ def process_wide() -> Iterator[None]:
 
 
 # --- __all__ and the entry point -----------------------------------------------------------------
+def test_importing_streamscope_imports_neither_pydantic_ai_nor_opentelemetry() -> None:
+    """`import streamscope` is cheap (pytest loads its plugin in every run); the rest comes on first use."""
+    code = (
+        "import sys, streamscope, streamscope.pytest_plugin\n"
+        "assert not {'pydantic_ai', 'opentelemetry'} & {m.split('.')[0] for m in sys.modules}, sorted(sys.modules)\n"
+        "streamscope.instrument\n"
+        "assert 'pydantic_ai' in sys.modules and 'opentelemetry' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_all_is_sorted_complete_and_importable() -> None:
     names = list(streamscope.__all__)
     assert names == sorted(names)
@@ -158,6 +170,8 @@ def test_all_is_sorted_complete_and_importable() -> None:
     }
     assert documented <= set(names)
 
+    for name in names:  # each is imported on first use
+        getattr(streamscope, name)
     public = {
         name
         for name, value in vars(streamscope).items()
