@@ -43,6 +43,7 @@ from dashboards.names import (
     MODEL,
     OLDEST_AGE,
     OUTCOME,
+    POLICY,
     PROVIDER,
     RESPONSE_MODEL,
     SERVER,
@@ -335,17 +336,29 @@ def events_and_policy(layout: Layout, q: Queries) -> None:
             unit="short",
             stack=True,
         ),
-        12,
+        8,
         8,
     )
     layout.add(
         timeseries(
-            "Policy violations/s",
-            "Model requests denied by check_allow_model_requests (each is also an OTel log record and a span event).",
+            "Policy violations/s by model",
+            "Model requests denied or answers stopped by a policy (each is also an OTel log record and a span event).",
             [prometheus_target(q.rate(VIOLATIONS, by=f"{PROVIDER}, {MODEL}"), f"{{{{{PROVIDER}}}}} / {{{{{MODEL}}}}}")],
             unit="short",
         ),
-        12,
+        8,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Policy violations/s by policy",
+            "allow_model_requests (a real model reached while ALLOW_MODEL_REQUESTS is False), content_filter (the "
+            "provider filtered the answer).",
+            [prometheus_target(q.rate(VIOLATIONS, by=POLICY), f"{{{{{POLICY}}}}}")],
+            unit="short",
+            stack=True,
+        ),
+        8,
         8,
     )
 

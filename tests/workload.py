@@ -5,7 +5,8 @@
 Serves streamscope's metrics on http://127.0.0.1:<port>/metrics through `streamscope.configure()`'s Prometheus
 endpoint, prints ``READY <url>`` once it listens, then runs rounds of real streams until `--duration` seconds
 have passed: the real `OpenAIChatModel` against the loopback `OpenAIStubServer` (completed, broken out of,
-cancelled mid-stream, dropped mid-stream, refused with HTTP 500, and denied by `check_allow_model_requests`)
+cancelled mid-stream, stopped by the provider's content filter, dropped mid-stream, refused with HTTP 500, and
+denied by `check_allow_model_requests`)
 and a user-defined model reporting cache writes that goes through the same scenarios. Every request goes to 127.0.0.1.
 """
 
@@ -133,6 +134,8 @@ def openai_script(server: OpenAIStubServer) -> Callable[[str], None]:
             server.script(["dropped", " mid", " stream", " here"], usage=usage, drop_after=3)
         elif scenario == "refuse":
             server.script_error(500)
+        elif scenario == "filtered":
+            server.script(["I can"], usage=usage, finish_reason="content_filter")
         else:
             server.script(["Hello", " from", " the", " stub"], usage=usage, delay=0.002)
 
@@ -162,6 +165,10 @@ async def scenarios(agent: Agent[None, str], prepare: Callable[[str], None]) -> 
     await asyncio.wait_for(first_chunk.wait(), timeout=10)
     task.cancel()  # mid-stream, after the first chunk
     await asyncio.gather(task, return_exceptions=True)
+
+    prepare("filtered")  # the provider's content filter stops the answer: a policy violation
+    async with agent.run_stream("filtered") as result:
+        await result.get_output()
 
     for scenario in ("fail", "refuse"):
         prepare(scenario)

@@ -194,7 +194,7 @@ def _create(meter: Meter) -> MetricInstruments:
         policy_violations=meter.create_counter(
             n.METRIC_POLICY_VIOLATIONS,
             unit="{violation}",
-            description="Model requests denied by a policy (check_allow_model_requests).",
+            description="Model requests denied, or answers stopped, by a policy (streamscope.policy.name).",
         ),
         stall_watch=stall_watch,
     )

@@ -99,6 +99,7 @@ EVENT_LAST_OFFSET_S: Final = "streamscope.event.last_offset_seconds"
 POLICY_VIOLATION_EVENT: Final = "streamscope.policy.violation"
 POLICY_NAME: Final = "streamscope.policy.name"
 POLICY_ALLOW_MODEL_REQUESTS: Final = "allow_model_requests"
+POLICY_CONTENT_FILTER: Final = "content_filter"  # the provider filtered the response (finish_reason content_filter)
 POLICY_CALL_SITE: Final = "streamscope.policy.call_site"
 POLICY_MESSAGE: Final = "streamscope.policy.message"
 POLICY_MODEL_CLASS: Final = "streamscope.policy.model_class"

@@ -67,7 +67,15 @@ def start_recorder(
     request_model, span_attributes, metric_attributes = model_attributes(model)
     span = start_stream_span(telemetry, request_model, span_attributes, start[1], parent)
     return StreamRecorder(
-        telemetry, stream, span, metric_attributes, start[0], start[1], pydantic_ai_records, deadline=deadline
+        telemetry,
+        stream,
+        span,
+        metric_attributes,
+        start[0],
+        start[1],
+        pydantic_ai_records,
+        deadline=deadline,
+        model_class=type(model).__qualname__,
     )
 
 

@@ -9,14 +9,10 @@ function by name and whenever — without rebinding the name in any module.
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from types import CodeType, TracebackType
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import Span
 from pydantic_ai import models as pai_models
 
@@ -26,8 +22,7 @@ from ._events import Attributes
 from ._safety import report_internal_error
 from ._stream import model_attributes
 from ._telemetry import Telemetry
-
-policy_logger = logging.getLogger("streamscope.policy")
+from ._violations import report_violation
 
 
 def _code_of(function: Any) -> CodeType:
@@ -117,16 +112,8 @@ def _denied_model(entries: list[TracebackType], boundary_model: Any) -> Any:
     return boundary_model
 
 
-@contextlib.contextmanager
-def _reporting(what: str) -> Generator[None]:
-    try:
-        yield
-    except Exception:
-        report_internal_error(what)
-
-
 def record_violation(telemetry: Telemetry, error: BaseException, boundary_model: Any, span: Span | None) -> None:
-    """Report one denial: OTel log record, stdlib log record, counter, and an event on the span.
+    """Report one denial by `check_allow_model_requests`, at its call site and for the model that made the call.
 
     `span` is the stream span when the denial stopped a stream from opening; otherwise the current span.
     """
@@ -135,47 +122,17 @@ def record_violation(telemetry: Telemetry, error: BaseException, boundary_model:
     model = _denied_model(entries, boundary_model)
     model_class = type(model).__qualname__ if model is not None else None
     _, _, model_attrs = model_attributes(model) if model is not None else (None, {}, {})
-    message = str(error)
-    attributes: Attributes = {
-        n.POLICY_NAME: n.POLICY_ALLOW_MODEL_REQUESTS,
-        n.POLICY_CALL_SITE: call_site,
-        n.POLICY_MESSAGE: message,
-        n.ERROR_TYPE: type(error).__qualname__,
-        **site_attributes,
-        **{k: v for k, v in model_attrs.items() if k != n.GEN_AI_OPERATION_NAME},
-    }
-    if model_class:
-        attributes[n.POLICY_MODEL_CLASS] = model_class
-    target = span if span is not None else trace.get_current_span()
-    # Each channel on its own: one failing (a raising log pipeline, say) must not silence the others.
-    with _reporting("adding a policy-violation span event"):
-        target.add_event(n.POLICY_VIOLATION_EVENT, attributes)
-    with _reporting("emitting a policy-violation log record"):
-        telemetry.logger.emit(
-            event_name=n.POLICY_VIOLATION_EVENT,
-            severity_number=SeverityNumber.WARN,
-            severity_text="WARN",
-            body=f"Model request denied by check_allow_model_requests at {call_site}: {message}",
-            attributes=attributes,
-            context=trace.set_span_in_context(target, otel_context.get_current()),
-        )
-    counter_attributes: Attributes = {n.POLICY_NAME: n.POLICY_ALLOW_MODEL_REQUESTS}
-    for key in (n.GEN_AI_PROVIDER_NAME, n.GEN_AI_REQUEST_MODEL):
-        if key in attributes:
-            counter_attributes[key] = attributes[key]
-    with _reporting("counting a policy violation"):
-        telemetry.metrics.policy_violations.add(1, counter_attributes)
-    policy_logger.warning(
-        "Policy violation: model request denied (%s) for %s %s at %s",
-        message,
-        model_class or "<unknown model>",
-        attributes.get(n.GEN_AI_REQUEST_MODEL, ""),
-        call_site,
-        extra={
-            "streamscope_policy": n.POLICY_ALLOW_MODEL_REQUESTS,
-            "streamscope_call_site": call_site,
-            "streamscope_model_class": model_class,
-            "streamscope_model": attributes.get(n.GEN_AI_REQUEST_MODEL),
-            "streamscope_provider": attributes.get(n.GEN_AI_PROVIDER_NAME),
+    report_violation(
+        telemetry,
+        policy=n.POLICY_ALLOW_MODEL_REQUESTS,
+        summary="model request denied by check_allow_model_requests",
+        message=str(error),
+        attributes={
+            n.ERROR_TYPE: type(error).__qualname__,
+            **site_attributes,
+            **{k: v for k, v in model_attrs.items() if k != n.GEN_AI_OPERATION_NAME},
         },
+        span=span,
+        model_class=model_class,
+        call_site=call_site,
     )

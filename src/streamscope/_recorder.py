@@ -27,6 +27,7 @@ from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
 from ._sensors import PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK, recorded_by_pydantic_ai
 from ._telemetry import Telemetry
+from ._violations import report_violation
 
 _DEFAULT_SPAN_EVENT_LIMIT = 128
 # Room left on the span for events streamscope adds besides stream events (the recorded exception).
@@ -135,8 +136,10 @@ class StreamRecorder:
         pydantic_ai_records: bool,
         *,
         deadline: float = math.inf,
+        model_class: str | None = None,
     ) -> None:
         self.telemetry = telemetry
+        self.model_class = model_class  # the class of the model the stream was opened on, for policy violations
         self.stream = stream
         self.span = span
         self.metric_attributes = metric_attributes
@@ -325,6 +328,8 @@ class StreamRecorder:
         cost = self._final_cost(response) if known_usage is not None else None
         if cost is not None:
             attributes[n.STREAM_COST] = float(cost)
+        if attributes.get(n.GEN_AI_RESPONSE_FINISH_REASONS) == (n.POLICY_CONTENT_FILTER,):
+            self._report_content_filter(attributes)
 
         try:
             self._end_span(end_ns, attributes, kinds, kind_counts, error, failure)
@@ -346,6 +351,26 @@ class StreamRecorder:
             response_model if isinstance(response_model, str) else None,
             cost,
         )
+
+    def _report_content_filter(self, attributes: Attributes) -> None:
+        """The provider's content filter stopped the answer: a policy violation, on the stream span."""
+        details: Attributes = {k: v for k, v in self.metric_attributes.items() if k != n.GEN_AI_OPERATION_NAME}
+        for key in (n.GEN_AI_RESPONSE_MODEL, n.GEN_AI_RESPONSE_ID):
+            if key in attributes:
+                details[key] = attributes[key]
+        try:
+            report_violation(
+                self.telemetry,
+                policy=n.POLICY_CONTENT_FILTER,
+                summary="response filtered by the provider's content filter",
+                message="finish_reason=content_filter",
+                attributes=details,
+                span=self.span,
+                model_class=self.model_class,
+                call_site=None,
+            )
+        except Exception:
+            report_internal_error("recording a content-filter policy violation")
 
     def _final_cost(self, response: Any) -> Decimal | None:
         """Price the final response, count what the live deltas have not, and return it (None: unknown)."""
