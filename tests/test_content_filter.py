@@ -8,13 +8,13 @@ from collections.abc import Callable
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.models import Model
-from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 import streamscope
 from tests.conftest import Otel, sum_value
 from tests.openai_server import OpenAIStubServer
+from tests.test_cost import _both_modes, _inside_instrumented_model
 
 pytestmark = pytest.mark.anyio
 
@@ -34,20 +34,10 @@ def _process_wide(model: Model, otel: Otel) -> Model:
     return model
 
 
-def _both(model: Model, otel: Otel) -> Model:
-    streamscope.instrument(**otel.providers)
-    return streamscope.instrument(model, **otel.providers)
-
-
-def _inside_instrumented_model(model: Model, otel: Otel) -> Model:
-    settings = InstrumentationSettings(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
-    return InstrumentedModel(streamscope.instrument(model, **otel.providers), settings)
-
-
 MODES: dict[str, Callable[[Model, Otel], Model]] = {
     "explicit": _explicit,
     "process_wide": _process_wide,
-    "both": _both,
+    "both": _both_modes,
     "inside_InstrumentedModel": _inside_instrumented_model,
 }
 

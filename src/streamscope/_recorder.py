@@ -21,7 +21,6 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import _cost, _inflight
 from . import _names as n
-from ._cost import price_of_response, price_of_stream
 from ._events import Attributes, add_content, describe, event_kind
 from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
@@ -197,7 +196,7 @@ class StreamRecorder:
                 reported[field] = value
                 grew = True
         if grew and price and self.pricing and self._pricing_due():
-            cost = price_of_stream(self.stream, usage)
+            cost = _cost.price_of_stream(self.stream, usage)
             if cost is None:
                 self.pricing = False  # priced again once, from the final response
             else:
@@ -376,7 +375,7 @@ class StreamRecorder:
         """Price the final response, count what the live deltas have not, and return it (None: unknown)."""
         if not self.telemetry.options.cost or response is None:
             return None
-        cost = price_of_response(response)
+        cost = _cost.price_of_response(response)
         if cost is not None:
             self._count_cost(cost)
         return cost
