@@ -198,10 +198,10 @@ def test_strict_fails_the_denied_tests(pytester: pytest.Pytester) -> None:
     result.stdout.re_match_lines(
         [
             r"_+ test_run_sync_denied _+",
-            r"--streamscope=strict: this test tried to reach a real model during call:",
+            r"--streamscope=strict: this test triggered a policy violation during call:",
             rf"  {DENIED}{REQUEST_SITE}",
             r"_+ test_stream_denied_twice_caught_by_the_test _+",
-            r"--streamscope=strict: this test tried to reach a real model during call:",
+            r"--streamscope=strict: this test triggered a policy violation during call:",
             rf"  {DENIED}{STREAM_SITE} \(2 times\)",
         ]
     )
@@ -210,7 +210,7 @@ def test_strict_fails_the_denied_tests(pytester: pytest.Pytester) -> None:
         [
             r"E\s+AssertionError: failed on its own",
             r"-+ streamscope -+",
-            r"--streamscope=strict: this test tried to reach a real model during call:",
+            r"--streamscope=strict: this test triggered a policy violation during call:",
         ]
     )
     result.stdout.re_match_lines(
@@ -315,9 +315,9 @@ def test_strict_fails_setup_and_teardown(pytester: pytest.Pytester) -> None:
     result.stdout.re_match_lines(
         [
             r"_+ ERROR at setup of test_uses_a_denying_fixture _+",
-            r"--streamscope=strict: this test tried to reach a real model during setup:",
+            r"--streamscope=strict: this test triggered a policy violation during setup:",
             r"_+ ERROR at teardown of test_uses_a_fixture_denied_at_teardown _+",
-            r"--streamscope=strict: this test tried to reach a real model during teardown:",
+            r"--streamscope=strict: this test triggered a policy violation during teardown:",
         ]
     )
     assert_section(result, [*FIXTURES_SECTION, r"--streamscope=strict: each test phase listed fails"])
@@ -454,6 +454,53 @@ def test_outside_tests_and_any_policy_name(pytester: pytest.Pytester) -> None:
             rf"{re.escape(OUTSIDE_TESTS)}: {DENIED}{REQUEST_SITE}",
             r"test_outside\.py::test_other_policy \(call\): usage_limits: FunctionModel at app\.agents:answer:12",
             r"2 policy violations in 1 test, 1 outside tests",
+        ],
+    )
+
+
+GUARDS = """\
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import UsageLimitExceeded
+from pydantic_ai.messages import ModelResponse, TextPart
+from pydantic_ai.models.function import FunctionModel
+from pydantic_ai.usage import UsageLimits
+
+
+def answer(messages, info):
+    return ModelResponse(parts=[TextPart("one two three four five six")])
+
+
+def filtered(messages, info):
+    return ModelResponse(parts=[TextPart("I can")], finish_reason="content_filter")
+
+
+def test_over_the_output_token_limit():
+    with pytest.raises(UsageLimitExceeded):
+        Agent(FunctionModel(answer)).run_sync("hi", usage_limits=UsageLimits(output_tokens_limit=2))
+
+
+def test_filtered_answer():
+    Agent(FunctionModel(filtered, model_name="moderated")).run_sync("hi")
+
+
+def test_within_limits():
+    Agent(FunctionModel(answer)).run_sync("hi", usage_limits=UsageLimits(output_tokens_limit=100))
+"""
+
+
+def test_every_guard_is_listed_with_its_policy(pytester: pytest.Pytester) -> None:
+    write_project(pytester, test_guards=GUARDS)
+    result = pytester.runpytest_subprocess("--streamscope", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    assert result.ret == pytest.ExitCode.OK
+    assert_section(
+        result,
+        [
+            r"test_guards\.py::test_over_the_output_token_limit \(call\): usage_limit: no model at "
+            r"pydantic_ai\.[\w.]+:[\w.<>]+:\d+",  # the check's caller: check_tokens, or the agent graph (2.0)
+            r"test_guards\.py::test_filtered_answer \(call\): content_filter: FunctionModel moderated \(function\)",
+            r"2 policy violations in 2 tests",
         ],
     )
 
@@ -603,7 +650,7 @@ def test_reporter_groups_and_counts(pytestconfig: pytest.Config) -> None:
     assert reporter.summary_lines() == [
         "(outside tests): allow_model_requests: OpenAIChatModel gpt-4o (openai) at app:run:1",
         "test_a.py::test_one (call): allow_model_requests: OpenAIChatModel gpt-4o (openai) at app:run:1 (2 times)",
-        "test_a.py::test_two (setup): usage_limits: <unknown model> at <unknown call site>",
+        "test_a.py::test_two (setup): usage_limits: no model",
         "4 policy violations in 2 tests, 1 outside tests",
         "--streamscope=strict: each test phase listed fails; violations outside tests fail the run",
     ]

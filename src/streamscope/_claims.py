@@ -11,8 +11,9 @@ and the `StreamedResponse.__aiter__` safety net. Each of them checks the claim i
 - A delegating claim: the layer owns the attempt it opens. It places an *owning* claim for the layers below.
 - An owning claim: a layer above owns this attempt; the layer passes it through untouched.
 
-Denials are recorded once per exception the same way: the boundary that records one says so on the claim of
-the layer above it, which then only passes it on.
+Policy violations seen at request boundaries (a denial, a content-filter error, a filtered response) are
+recorded once each the same way: the boundary that records one says so on the claim of the layer above it,
+which then only passes it on.
 """
 
 from __future__ import annotations
@@ -37,18 +38,19 @@ class RequestClaim:
     """Delegating claims: a layer below took (an attempt of) the request."""
     resumed_at: tuple[int, int] | None = None
     """Delegating claims: (perf_counter_ns, time_ns) when the last taken attempt failed, so a later one starts."""
-    recorded_denials: list[BaseException] | None = None
-    """Denials already recorded by a boundary below this layer (made when the first is)."""
+    recorded_violations: list[object] | None = None
+    """Violations (exceptions, filtered responses) a boundary below this layer recorded (made when the first is)."""
 
-    def was_recorded(self, error: BaseException) -> bool:
-        """Whether a boundary below already recorded `error`."""
-        return self.recorded_denials is not None and any(error is recorded for recorded in self.recorded_denials)
+    def was_recorded(self, violation: object) -> bool:
+        """Whether a boundary below already recorded `violation`."""
+        recorded = self.recorded_violations
+        return recorded is not None and any(violation is seen for seen in recorded)
 
-    def note_recorded(self, error: BaseException) -> None:
-        """Tell this layer a boundary below it recorded `error`."""
-        if self.recorded_denials is None:
-            self.recorded_denials = []
-        self.recorded_denials.append(error)
+    def note_recorded(self, violation: object) -> None:
+        """Tell this layer a boundary below it recorded `violation`."""
+        if self.recorded_violations is None:
+            self.recorded_violations = []
+        self.recorded_violations.append(violation)
 
 
 _current: ContextVar[RequestClaim | None] = ContextVar("streamscope_request_claim", default=None)

@@ -9,7 +9,7 @@ from typing import Any, overload
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from pydantic_ai.models import Model, infer_model
 
-from . import _sensors
+from . import _guards, _sensors
 from ._model import StreamscopeModel, find_streamscope_model
 from ._options import build_options
 from ._patching import ProcessPatches
@@ -42,6 +42,7 @@ class StreamscopeInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntype
             patches = ProcessPatches(telemetry)
             patches.install()
             _sensors.install()
+            _guards.use_process_telemetry(telemetry)
             type(self)._patches = patches
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -50,6 +51,7 @@ class StreamscopeInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntype
             if patches is not None:
                 patches.remove()
             _sensors.remove()
+            _guards.use_process_telemetry(None)
             type(self)._patches = None
 
 

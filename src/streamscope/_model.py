@@ -12,9 +12,10 @@ from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
+from . import _guards
 from ._claims import RequestClaim, current_claim, place, withdraw
 from ._opening import InstrumentedRequestStream
-from ._policy import note_denials
+from ._policy import note_denials, note_filtered_response
 from ._sensors import chain_has_instrumented_model, ensure_installed
 from ._telemetry import Telemetry
 
@@ -47,6 +48,7 @@ class StreamscopeModel(WrapperModel):
         self.telemetry = telemetry
         # Pydantic AI's InstrumentedModel inside us records token usage and time to first chunk itself.
         self.pydantic_ai_inside = chain_has_instrumented_model(wrapper_chain(self.wrapped))
+        _guards.note_explicit_telemetry(telemetry)
         ensure_installed()
 
     if TYPE_CHECKING:
@@ -81,22 +83,24 @@ def _request_stream(
 
 
 def _denial_recording(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """The wrapped model's method `name`, recording each denial in it as a policy violation."""
+    """The wrapped model's method `name`, recording each policy violation in it (a denial, a content filter)."""
 
     async def method(self: StreamscopeModel, *args: Any, **kwargs: Any) -> Any:
         above = current_claim()
         mine = RequestClaim(self.telemetry if above is None else above.telemetry, owning=False)
         token = place(mine)
         try:
-            return await getattr(self.wrapped, name)(*args, **kwargs)
+            result = await getattr(self.wrapped, name)(*args, **kwargs)
         except Exception as error:
             note_denials(error, mine.telemetry, mine, above, self.wrapped)
             raise
         finally:
             withdraw(token)
+        note_filtered_response(result, mine.telemetry, mine, above, self.wrapped)
+        return result
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = f"The wrapped model's `{name}`; a denial in it is recorded as a policy violation."
+    method.__doc__ = f"The wrapped model's `{name}`; a policy violation in it is recorded."
     return method
 
 

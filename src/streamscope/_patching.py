@@ -29,7 +29,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from ._claims import RequestClaim, current_claim, place, withdraw
 from ._model import REQUEST_METHODS
 from ._opening import InstrumentedRequestStream, start_recorder
-from ._policy import note_denials
+from ._policy import note_denials, note_filtered_response
 from ._recorder import StreamRecorder
 from ._safety import report_internal_error
 from ._stream import hand_out_iterator, mark_instrumented, recorder_of
@@ -200,12 +200,14 @@ class ProcessPatches:
         mine = RequestClaim(self.telemetry if above is None else above.telemetry, owning=False)
         token = place(mine)
         try:
-            return await wrapped(*args, **kwargs)
+            result = await wrapped(*args, **kwargs)
         except Exception as error:
             note_denials(error, mine.telemetry, mine, above, instance)
             raise
         finally:
             withdraw(token)
+        note_filtered_response(result, mine.telemetry, mine, above, instance)
+        return result
 
     def _aiter_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -1,20 +1,27 @@
-"""Policy violations: each denial by `check_allow_model_requests` is recorded once, and reaches the user unchanged.
+"""Policy violations seen at model request boundaries, each recorded once; exceptions reach the user unchanged.
 
-A denial is recognised where it surfaces, at the request boundaries streamscope wraps anyway (a model's
-`request_stream`, `request`, `count_tokens`, ...): it is a `RuntimeError` whose traceback ends in the frame of
-`check_allow_model_requests` itself. So every model is covered — built-in or user-defined, whatever imported the
-function by name and whenever — without rebinding the name in any module.
+They are recognised where they surface, at the request boundaries streamscope wraps anyway (a model's
+`request_stream`, `request`, `count_tokens`, an image model's `generate`, ...):
+
+- a denial by `check_allow_model_requests`: a `RuntimeError` whose traceback ends in the frame of
+  `check_allow_model_requests` itself. So every model is covered — built-in or user-defined, whatever imported
+  the function by name and whenever — without rebinding the name in any module;
+- a `ContentFilterError` a model raised (an image model's moderation, a provider refusing a request);
+- a response a non-streamed request returned with `finish_reason` content_filter (streams report theirs when
+  they end, from the recorder).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from types import CodeType, TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import Any
 
 from opentelemetry.trace import Span
 from pydantic_ai import models as pai_models
+from pydantic_ai.exceptions import ContentFilterError
+from pydantic_ai.messages import ModelResponse
 
 from . import _names as n
 from ._claims import RequestClaim
@@ -22,7 +29,7 @@ from ._events import Attributes
 from ._safety import report_internal_error
 from ._stream import model_attributes
 from ._telemetry import Telemetry
-from ._violations import report_violation
+from ._violations import error_type, report_violation
 
 
 def _code_of(function: Any) -> CodeType:
@@ -55,19 +62,16 @@ def _frames(error: BaseException) -> list[TracebackType]:
 
 
 def denials_in(error: BaseException) -> Iterator[BaseException]:
-    """The denials `error` is or holds: raised by `check_allow_model_requests` itself (in groups too)."""
+    """The violations `error` is or holds (in groups too): denials raised by `check_allow_model_requests` itself,
+    and content-filter errors."""
     if isinstance(error, BaseExceptionGroup):
         for member in error.exceptions:  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
             yield from denials_in(member)  # pyright: ignore[reportUnknownArgumentType]
         return
-    if isinstance(error, RuntimeError):
-        tb = error.__traceback__
-        if tb is None:
-            return
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        if tb.tb_frame.f_code is _CHECK_CODE:
-            yield error
+    if isinstance(error, ContentFilterError) or (
+        isinstance(error, RuntimeError) and innermost_code(error) is _CHECK_CODE
+    ):
+        yield error
 
 
 def note_denials(
@@ -78,29 +82,75 @@ def note_denials(
     boundary_model: Any,
     span: Span | None = None,
 ) -> None:
-    """Record each denial in `error` that no boundary below this one recorded; tell the layer above."""
+    """Record each violation in `error` that no boundary below this one recorded; tell the layer above."""
     try:
         for denial in denials_in(error):
             if mine is None or not mine.was_recorded(denial):
-                record_violation(telemetry, denial, boundary_model, span)
+                if isinstance(denial, ContentFilterError):
+                    record_content_filter_error(telemetry, denial, boundary_model, span)
+                else:
+                    record_violation(telemetry, denial, boundary_model, span)
             if above is not None:
                 above.note_recorded(denial)
     except Exception:
         report_internal_error("recording a policy violation")
 
 
-def _call_site(tb: TracebackType | None) -> tuple[Attributes, str]:
+def note_filtered_response(
+    response: Any, telemetry: Telemetry, mine: RequestClaim, above: RequestClaim | None, boundary_model: Any
+) -> None:
+    """Record a non-streamed response the provider's content filter stopped, unless a boundary below did."""
+    try:
+        if not isinstance(response, ModelResponse) or response.finish_reason != n.POLICY_CONTENT_FILTER:
+            return
+        if not mine.was_recorded(response):
+            model_class, attributes = _model_facts(boundary_model)
+            for key, value in (
+                (n.GEN_AI_RESPONSE_MODEL, response.model_name),
+                (n.GEN_AI_RESPONSE_ID, response.provider_response_id),
+            ):
+                if value:
+                    attributes[key] = value
+            report_violation(
+                telemetry,
+                policy=n.POLICY_CONTENT_FILTER,
+                summary="response filtered by the provider's content filter",
+                message="finish_reason=content_filter",
+                attributes=attributes,
+                span=None,
+                model_class=model_class,
+                call_site=None,
+            )
+        if above is not None:
+            above.note_recorded(response)
+    except Exception:
+        report_internal_error("recording a content-filter policy violation")
+
+
+def innermost_code(error: BaseException) -> CodeType | None:
+    """The code object of the frame `error` was raised in (None without a traceback)."""
+    tb = error.__traceback__
     if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code
+
+
+def frame_site(frame: FrameType | None, line: int | None = None) -> tuple[Attributes, str]:
+    """The `code.*` attributes and the "module:function:line" text of a call made from `frame`."""
+    if frame is None:
         return {}, "<unknown>"
-    code = tb.tb_frame.f_code
-    module = tb.tb_frame.f_globals.get("__name__", "<unknown>")
+    code = frame.f_code
+    line = frame.f_lineno if line is None else line
+    module = frame.f_globals.get("__name__", "<unknown>")
     function = getattr(code, "co_qualname", code.co_name)
     attributes: Attributes = {
         n.CODE_FUNCTION_NAME: f"{module}.{function}",
         n.CODE_FILE_PATH: code.co_filename,
-        n.CODE_LINE_NUMBER: tb.tb_lineno,
+        n.CODE_LINE_NUMBER: line,
     }
-    return attributes, f"{module}:{function}:{tb.tb_lineno}"
+    return attributes, f"{module}:{function}:{line}"
 
 
 def _denied_model(entries: list[TracebackType], boundary_model: Any) -> Any:
@@ -112,16 +162,43 @@ def _denied_model(entries: list[TracebackType], boundary_model: Any) -> Any:
     return boundary_model
 
 
+def _model_facts(model: Any) -> tuple[str | None, Attributes]:
+    """The model's class name and its GenAI attributes (without the operation)."""
+    if model is None:
+        return None, {}
+    _, _, model_attrs = model_attributes(model)
+    return type(model).__qualname__, {k: v for k, v in model_attrs.items() if k != n.GEN_AI_OPERATION_NAME}
+
+
+def record_content_filter_error(
+    telemetry: Telemetry, error: ContentFilterError, boundary_model: Any, span: Span | None
+) -> None:
+    """Report a `ContentFilterError` a model raised, at the place it was raised."""
+    entries = _frames(error)
+    raiser = entries[-1] if entries else None
+    site_attributes, call_site = frame_site(raiser.tb_frame, raiser.tb_lineno) if raiser else frame_site(None)
+    model_class, model_attrs = _model_facts(_denied_model(entries, boundary_model))
+    report_violation(
+        telemetry,
+        policy=n.POLICY_CONTENT_FILTER,
+        summary="request refused by the provider's content filter",
+        message=error.message,
+        attributes={n.ERROR_TYPE: error_type(error), **site_attributes, **model_attrs},
+        span=span,
+        model_class=model_class,
+        call_site=call_site,
+    )
+
+
 def record_violation(telemetry: Telemetry, error: BaseException, boundary_model: Any, span: Span | None) -> None:
     """Report one denial by `check_allow_model_requests`, at its call site and for the model that made the call.
 
     `span` is the stream span when the denial stopped a stream from opening; otherwise the current span.
     """
     entries = _frames(error)
-    site_attributes, call_site = _call_site(entries[-2] if len(entries) >= 2 else None)
-    model = _denied_model(entries, boundary_model)
-    model_class = type(model).__qualname__ if model is not None else None
-    _, _, model_attrs = model_attributes(model) if model is not None else (None, {}, {})
+    caller = entries[-2] if len(entries) >= 2 else None
+    site_attributes, call_site = frame_site(caller.tb_frame, caller.tb_lineno) if caller else frame_site(None)
+    model_class, model_attrs = _model_facts(_denied_model(entries, boundary_model))
     report_violation(
         telemetry,
         policy=n.POLICY_ALLOW_MODEL_REQUESTS,
@@ -130,7 +207,7 @@ def record_violation(telemetry: Telemetry, error: BaseException, boundary_model:
         attributes={
             n.ERROR_TYPE: type(error).__qualname__,
             **site_attributes,
-            **{k: v for k, v in model_attrs.items() if k != n.GEN_AI_OPERATION_NAME},
+            **model_attrs,
         },
         span=span,
         model_class=model_class,

@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from pydantic_ai.exceptions import ContentFilterError
 
 from . import _cost, _inflight
 from . import _names as n
@@ -26,7 +27,7 @@ from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
 from ._sensors import PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK, recorded_by_pydantic_ai
 from ._telemetry import Telemetry
-from ._violations import report_violation
+from ._violations import error_type, report_violation
 
 _DEFAULT_SPAN_EVENT_LIMIT = 128
 # Room left on the span for events streamscope adds besides stream events (the recorded exception).
@@ -36,12 +37,6 @@ Timed = tuple[int, Any]  # (perf_counter_ns, event)
 Run = tuple[int, int, int]  # a run of coalesced deltas: (count, last perf_counter_ns, content length)
 _CANCELLABLE_ENDS = frozenset({n.END_EXHAUSTED, n.END_CONSUMER_CLOSED, n.END_NEVER_ITERATED})
 _INTERRUPTING_ENDS = frozenset({n.END_TASK_CANCELLED, n.END_CONSUMER_ERROR, n.END_SHUTDOWN})
-
-
-def error_type(error: BaseException) -> str:
-    """`error.type` value: the exception's fully qualified class name (builtins unqualified)."""
-    cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 _orphans: deque[StreamRecorder] = deque()  # recorders of streams garbage-collected unfinished, to finish
@@ -328,7 +323,9 @@ class StreamRecorder:
         if cost is not None:
             attributes[n.STREAM_COST] = float(cost)
         if attributes.get(n.GEN_AI_RESPONSE_FINISH_REASONS) == (n.POLICY_CONTENT_FILTER,):
-            self._report_content_filter(attributes)
+            self._report_content_filter(attributes, "finish_reason=content_filter")
+        elif isinstance(error, ContentFilterError) and self.iterated:  # one failing to open is reported where it did
+            self._report_content_filter(attributes, error.message)
 
         try:
             self._end_span(end_ns, attributes, kinds, kind_counts, error, failure)
@@ -351,7 +348,7 @@ class StreamRecorder:
             cost,
         )
 
-    def _report_content_filter(self, attributes: Attributes) -> None:
+    def _report_content_filter(self, attributes: Attributes, message: str) -> None:
         """The provider's content filter stopped the answer: a policy violation, on the stream span."""
         details: Attributes = {k: v for k, v in self.metric_attributes.items() if k != n.GEN_AI_OPERATION_NAME}
         for key in (n.GEN_AI_RESPONSE_MODEL, n.GEN_AI_RESPONSE_ID):
@@ -362,7 +359,7 @@ class StreamRecorder:
                 self.telemetry,
                 policy=n.POLICY_CONTENT_FILTER,
                 summary="response filtered by the provider's content filter",
-                message="finish_reason=content_filter",
+                message=message,
                 attributes=details,
                 span=self.span,
                 model_class=self.model_class,

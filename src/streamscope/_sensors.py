@@ -11,7 +11,7 @@ Which requests that is, is known from facts, never from the current span:
   tool runs under another id, so each agent's requests are judged on their own).
 
 The sensors pass every call through unchanged. They are installed with the first instrumentation (either
-mode) and removed by `uninstrument()`.
+mode), together with the guard sensors of `_guards`, and removed by `uninstrument()`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import wrapt
 from pydantic_ai.capabilities import Instrumentation
 from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
 
+from . import _guards
 from ._safety import report_internal_error
 
 PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK = (
@@ -69,7 +70,7 @@ def ensure_installed() -> None:
 
 
 def install() -> None:
-    """Install the two sensors (idempotent)."""
+    """Install the two sensors and the guard sensors (idempotent)."""
     with _lock:
         if _installed:
             return
@@ -80,6 +81,7 @@ def install() -> None:
             original = owner.__dict__[attribute]
             wrapt.wrap_function_wrapper(owner, attribute, wrapper)
             _installed.append((owner, attribute, original))
+        _guards.install()
 
 
 def remove() -> None:
@@ -88,6 +90,7 @@ def remove() -> None:
         for owner, attribute, original in reversed(_installed):
             setattr(owner, attribute, original)
         _installed.clear()
+        _guards.remove()
 
 
 class _MarkingStreamOpener:

@@ -31,6 +31,12 @@ def _reporting(what: str) -> Generator[None]:
         report_internal_error(what)
 
 
+def error_type(error: BaseException) -> str:
+    """`error.type` value: the exception's fully qualified class name (builtins unqualified)."""
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
 def report_violation(
     telemetry: Telemetry,
     *,
@@ -65,23 +71,24 @@ def report_violation(
             context=trace.set_span_in_context(target, otel_context.get_current()),
         )
     counter_attributes: Attributes = {n.POLICY_NAME: policy}
-    for key in (n.GEN_AI_PROVIDER_NAME, n.GEN_AI_REQUEST_MODEL):
+    for key in (n.GEN_AI_PROVIDER_NAME, n.GEN_AI_REQUEST_MODEL, n.POLICY_LIMIT_NAME):
         if key in attributes:
             counter_attributes[key] = attributes[key]
     with _reporting("counting a policy violation"):
         telemetry.metrics.policy_violations.add(1, counter_attributes)
+    model = attributes.get(n.GEN_AI_REQUEST_MODEL)
+    subject = " ".join(str(part) for part in (model_class, model) if part)
     policy_logger.warning(
-        "Policy violation: %s (%s) for %s %s%s",
+        "Policy violation: %s (%s)%s%s",
         summary,
         message,
-        model_class or "<unknown model>",
-        attributes.get(n.GEN_AI_REQUEST_MODEL, ""),
+        f" for {subject}" if subject else "",
         where,
         extra={
             "streamscope_policy": policy,
             "streamscope_call_site": call_site,
             "streamscope_model_class": model_class,
-            "streamscope_model": attributes.get(n.GEN_AI_REQUEST_MODEL),
+            "streamscope_model": model,
             "streamscope_provider": attributes.get(n.GEN_AI_PROVIDER_NAME),
         },
     )

@@ -1,4 +1,5 @@
-"""pytest plugin: ``pytest --streamscope`` reports which tests tried to reach a real model.
+"""pytest plugin: ``pytest --streamscope`` reports which tests triggered a policy violation (reached for a real model
+with model requests disallowed, went over a usage limit, got a filtered answer, ...).
 
 Installed with streamscope (entry point ``pytest11``, plugin name ``streamscope``), it does nothing at all
 unless ``--streamscope`` is given (or the ``streamscope`` ini option is set):
@@ -43,7 +44,7 @@ Phase = Literal["setup", "call", "teardown"]
 
 MODES: Final[tuple[Mode, ...]] = ("report", "strict")
 POLICY_LOGGER_NAME: Final = "streamscope.policy"
-SECTION_TITLE: Final = "streamscope: tests that tried to reach a real model"
+SECTION_TITLE: Final = "streamscope: policy violations by test"
 OUTSIDE_TESTS: Final = "(outside tests)"
 _REPORTER_NAME: Final = "streamscope-reporter"
 
@@ -66,10 +67,12 @@ class PolicyViolation:
         return OUTSIDE_TESTS if self.nodeid is None else f"{self.nodeid} ({self.phase})"
 
     def describe(self) -> str:
-        """``policy: ModelClass model (provider) at call_site``."""
-        model = " ".join(part for part in (self.model_class or "<unknown model>", self.model) if part)
+        """``policy: ModelClass model (provider) at call_site`` (``no model`` for a guard of a whole agent run; no
+        call site where the violation was seen in a response)."""
+        model = " ".join(part for part in (self.model_class, self.model) if part) or "no model"
         provider = f" ({self.provider})" if self.provider else ""
-        return f"{self.policy}: {model}{provider} at {self.call_site or '<unknown call site>'}"
+        site = f" at {self.call_site}" if self.call_site else ""
+        return f"{self.policy}: {model}{provider}{site}"
 
 
 def _grouped(violations: list[PolicyViolation], *, where: bool = True) -> list[str]:
@@ -238,7 +241,7 @@ class StreamscopeReporter:
         if not violations:
             return report
         text = "\n".join(
-            [f"--streamscope=strict: this test tried to reach a real model during {call.when}:"]
+            [f"--streamscope=strict: this test triggered a policy violation during {call.when}:"]
             + [f"  {line}" for line in _grouped(violations, where=False)]
         )
         if report.passed:
@@ -302,7 +305,7 @@ def _mode(config: pytest.Config) -> Mode | None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """``--streamscope[=report|strict]`` and the ``streamscope`` ini option."""
-    group = parser.getgroup("streamscope", "streamscope: tests that tried to reach a real model")
+    group = parser.getgroup("streamscope", "streamscope: policy violations by test")
     group.addoption(
         "--streamscope",
         nargs="?",
