@@ -306,17 +306,27 @@ async def one_stream(variant: str, events: int) -> int:
     return count
 
 
+SDK_FLOOR = "sdk_floor"
+"""A `many_streams` variant: the raw stream, then one CLIENT span and four histogram records (the SDK floor)."""
+
+
 async def many_streams(variant: str, streams: int) -> int:
     """Open, drain and close `streams` 1-event streams under `variant` (after a warm-up one), for counting
-    instructions per stream (benchmarks/instructions.py)."""
+    instructions per stream (benchmarks/instructions.py). `sdk_floor` drains the raw stream and then pays the
+    SDK floor once per stream, so that its cost over raw is the floor in the same units."""
     tracer_provider, meter_provider = providers()
-    model = STREAM_VARIANTS[variant](text_stream(1), tracer_provider, meter_provider)
+    floor = variant == SDK_FLOOR
+    model = STREAM_VARIANTS["raw" if floor else variant](text_stream(1), tracer_provider, meter_provider)
     await drain(model)
+    if floor:
+        sdk_minimum_us(tracer_provider, meter_provider, 1)
     gc.collect()
     gc.freeze()
     count = 0
     for _ in range(streams):
         count += await drain(model)
+        if floor:
+            sdk_minimum_us(tracer_provider, meter_provider, 1)
     tracer_provider.shutdown()
     return count
 

@@ -34,6 +34,7 @@ VARIANTS = (
 )
 STREAM_VARIANTS = (
     "raw",
+    "sdk_floor",
     "pydantic_ai_instrumented",
     "streamscope",
     "streamscope_noop_providers",
@@ -81,7 +82,7 @@ def main() -> None:
     }
     raw = per_event["raw"]
     print(f"marginal instructions per event ({SHORT:,} vs {LONG:,}-event streams, valgrind callgrind)")
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float]] = {}  # variant -> figures; "ratios" -> the targets' ratios
     for variant, value in per_event.items():
         overhead = (value / raw - 1) * 100
         results[variant] = {"instructions_per_event": round(value), "overhead_pct": round(overhead, 2)}
@@ -96,6 +97,16 @@ def main() -> None:
         results.setdefault(variant, {})
         results[variant] |= {"instructions_per_stream": round(value), "added_per_stream": round(added)}
         print(f"  {variant:<26} {value:>10,.0f} {added:>+10,.0f}")
+    added = {variant: per_stream[variant] - per_stream["raw"] for variant in STREAM_VARIANTS}
+    targets = {
+        "open_close_over_instrumented_model": added["streamscope"] / added["pydantic_ai_instrumented"],
+        "own_machinery_over_sdk_floor": added["streamscope_noop_providers"] / added["sdk_floor"],
+        "naive_over_streamscope_per_event": (per_event["naive_add_event"] - raw) / (per_event["streamscope"] - raw),
+    }
+    print("\nratios (targets of issue 13: <= 0.5, <= 0.5, >= 10)")
+    for name, value in targets.items():
+        print(f"  {name:<40} {value:>8.3f}")
+    results["ratios"] = {name: round(value, 3) for name, value in targets.items()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {args.json}")

@@ -463,7 +463,10 @@ def console_metrics(text: str) -> list[tuple[str, dict[str, Any], Any]]:
     points: list[tuple[str, dict[str, Any], Any]] = []
     position = 0
     while (start := text.find("{", position)) != -1:
-        document, position = decoder.raw_decode(text, start)
+        try:
+            document, position = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:  # a document still being written
+            break
         for resource_metrics in document.get("resource_metrics", []):
             for scope_metrics in resource_metrics["scope_metrics"]:
                 for metric in scope_metrics["metrics"]:
@@ -479,9 +482,13 @@ async def test_metric_export_interval_from_the_environment_reaches_the_reader(
     configuration = streamscope.configure(traces="none", logs="none", metrics="console", set_global=False)
     try:
         await stream_once()
-        await anyio.sleep(0.5)  # several intervals of 100 ms; the default would be 60 s
-        exported = console_metrics(capfd.readouterr().out)
-        assert any(name == "streamscope.streams.finished" for name, _, _ in exported)
+        # Exported within 15 s (on a loaded machine too), where the default interval would take 60 s.
+        output = ""
+        with anyio.move_on_after(15):
+            while not any(name == "streamscope.streams.finished" for name, _, _ in console_metrics(output)):
+                await anyio.sleep(0.1)
+                output += capfd.readouterr().out
+        assert any(name == "streamscope.streams.finished" for name, _, _ in console_metrics(output))
     finally:
         configuration.shutdown()
 
