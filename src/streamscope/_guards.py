@@ -190,19 +190,26 @@ def _report_usage_limit(
             details[n.POLICY_LIMIT_NAME] = limit_name
             details[n.POLICY_LIMIT_THRESHOLD] = limit
             details[n.POLICY_LIMIT_VALUE] = value
-        site_attributes, call_site = frame_site(caller)
-        report_violation(
-            telemetry,
-            policy=n.POLICY_USAGE_LIMIT,
-            summary="agent run stopped by its usage limits",
-            message=str(error),
-            attributes={**details, **site_attributes},
-            span=None,
-            model_class=None,
-            call_site=call_site,
-        )
+        _report_guard(telemetry, error, n.POLICY_USAGE_LIMIT, "agent run stopped by its usage limits", details, caller)
     except Exception:
         report_internal_error("recording a usage-limit policy violation")
+
+
+def _report_guard(
+    telemetry: Telemetry, error: Exception, policy: str, summary: str, details: Attributes, caller: FrameType | None
+) -> None:
+    """Report a guard's denial: no model (a limit guards a run), on the current span, at the guard's caller."""
+    site_attributes, call_site = frame_site(caller)
+    report_violation(
+        telemetry,
+        policy=policy,
+        summary=summary,
+        message=str(error),
+        attributes={**details, **site_attributes},
+        span=None,
+        model_class=None,
+        call_site=call_site,
+    )
 
 
 def _concurrency_sensor(code: CodeType) -> Callable[..., Coroutine[Any, Any, Any]]:
@@ -236,16 +243,7 @@ def _report_concurrency_limit(
             details[n.POLICY_LIMITER_NAME] = name
         if isinstance(source, str):
             details[n.POLICY_LIMITER_SOURCE] = source
-        site_attributes, call_site = frame_site(caller)
-        report_violation(
-            telemetry,
-            policy=n.POLICY_CONCURRENCY_LIMIT,
-            summary="request refused by a concurrency limiter's full queue",
-            message=str(error),
-            attributes={**details, **site_attributes},
-            span=None,
-            model_class=None,
-            call_site=call_site,
-        )
+        summary = "request refused by a concurrency limiter's full queue"
+        _report_guard(telemetry, error, n.POLICY_CONCURRENCY_LIMIT, summary, details, caller)
     except Exception:
         report_internal_error("recording a concurrency-limit policy violation")

@@ -174,19 +174,9 @@ def record_content_filter_error(
     telemetry: Telemetry, error: ContentFilterError, boundary_model: Any, span: Span | None
 ) -> None:
     """Report a `ContentFilterError` a model raised, at the place it was raised."""
-    entries = _frames(error)
-    raiser = entries[-1] if entries else None
-    site_attributes, call_site = frame_site(raiser.tb_frame, raiser.tb_lineno) if raiser else frame_site(None)
-    model_class, model_attrs = _model_facts(_denied_model(entries, boundary_model))
-    report_violation(
-        telemetry,
-        policy=n.POLICY_CONTENT_FILTER,
-        summary="request refused by the provider's content filter",
-        message=error.message,
-        attributes={n.ERROR_TYPE: error_type(error), **site_attributes, **model_attrs},
-        span=span,
-        model_class=model_class,
-        call_site=call_site,
+    summary = "request refused by the provider's content filter"
+    _report_raised(
+        telemetry, error, n.POLICY_CONTENT_FILTER, summary, error.message, -1, error_type(error), boundary_model, span
     )
 
 
@@ -195,20 +185,36 @@ def record_violation(telemetry: Telemetry, error: BaseException, boundary_model:
 
     `span` is the stream span when the denial stopped a stream from opening; otherwise the current span.
     """
+    summary = "model request denied by check_allow_model_requests"
+    error_name = type(error).__qualname__
+    _report_raised(
+        telemetry, error, n.POLICY_ALLOW_MODEL_REQUESTS, summary, str(error), -2, error_name, boundary_model, span
+    )
+
+
+def _report_raised(
+    telemetry: Telemetry,
+    error: BaseException,
+    policy: str,
+    summary: str,
+    message: str,
+    site_frame: int,
+    error_name: str,
+    boundary_model: Any,
+    span: Span | None,
+) -> None:
+    """Report a violation raised as `error`, at its traceback entry `site_frame` (-1: where it was raised, -2: the
+    call into the raising function), for the model whose method made the call."""
     entries = _frames(error)
-    caller = entries[-2] if len(entries) >= 2 else None
-    site_attributes, call_site = frame_site(caller.tb_frame, caller.tb_lineno) if caller else frame_site(None)
+    site = entries[site_frame] if len(entries) >= -site_frame else None
+    site_attributes, call_site = frame_site(site.tb_frame, site.tb_lineno) if site else frame_site(None)
     model_class, model_attrs = _model_facts(_denied_model(entries, boundary_model))
     report_violation(
         telemetry,
-        policy=n.POLICY_ALLOW_MODEL_REQUESTS,
-        summary="model request denied by check_allow_model_requests",
-        message=str(error),
-        attributes={
-            n.ERROR_TYPE: type(error).__qualname__,
-            **site_attributes,
-            **model_attrs,
-        },
+        policy=policy,
+        summary=summary,
+        message=message,
+        attributes={n.ERROR_TYPE: error_name, **site_attributes, **model_attrs},
         span=span,
         model_class=model_class,
         call_site=call_site,
