@@ -611,3 +611,26 @@ async def test_no_telemetry_after_uninstrument(otel: Otel, process_wide: None) -
     assert otel.spans() == []
     assert stream_metric_totals(otel) == {}
     assert otel.logs() == []
+
+
+async def test_uninstrument_after_only_explicit_instrumentation_is_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`uninstrument()` after `instrument(model)` alone removes the sensors and logs nothing (OTel's
+    BaseInstrumentor would warn that nothing was instrumented process-wide)."""
+    from pydantic_ai.usage import UsageLimits
+
+    original = vars(UsageLimits)["check_before_request"]
+    model = streamscope.instrument(FunctionModel(stream_function=_two_words))
+    async with Agent(model).run_stream("hi") as result:
+        await result.get_output()
+    assert vars(UsageLimits)["check_before_request"] is not original  # the guard sensors are on
+    caplog.set_level(logging.DEBUG)
+    streamscope.uninstrument()
+    assert vars(UsageLimits)["check_before_request"] is original
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def _two_words(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    yield "two "
+    yield "words"

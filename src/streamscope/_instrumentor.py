@@ -102,6 +102,8 @@ def instrument(model: Model | str | None = None, /, **options: Any) -> Model | N
 
 def uninstrument() -> None:
     """Undo `instrument()`: restore every patched attribute. Wrapped models stay wrapped (and instrumented)."""
-    StreamscopeInstrumentor().uninstrument()
+    instrumentor = StreamscopeInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:  # else BaseInstrumentor warns: only instrument(model) was used
+        instrumentor.uninstrument()
     finish_orphans()  # streams dropped unfinished whose event loop has not run since
     _sensors.remove()  # also when only `instrument(model)` installed them; its next request puts them back
