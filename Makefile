@@ -33,7 +33,7 @@ LOWEST := "pydantic-ai-slim[openai]==2.0.0" "opentelemetry-api==1.45.0" "opentel
           "opentelemetry-exporter-otlp-proto-http==1.45.0" "opentelemetry-exporter-otlp-proto-grpc==1.45.0" \
           "opentelemetry-exporter-prometheus==0.66b0" "prometheus-client==0.20.0" "opentelemetry-distro==0.66b0"
 
-.PHONY: which-python demo test bench bench-instructions lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
+.PHONY: which-python demo test bench bench-instructions bench-app lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
 
 $(VENV)/.installed: pyproject.toml
 	$(BASE_PYTHON) -m venv $(VENV)
@@ -78,6 +78,10 @@ bench: install
 
 bench-instructions: install
 	$(PY) benchmarks/instructions.py
+
+# A real app's CPU with and without streamscope (exporting to Phoenix); not part of `make test`.
+bench-app: install $(VENV_PHOENIX)/.installed
+	$(PY) benchmarks/bench_app.py
 
 lint: install
 	$(VENV)/bin/ruff check .
