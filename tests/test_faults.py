@@ -340,9 +340,12 @@ async def test_batch_processor_with_a_stuck_otlp_collector_never_blocks_the_stre
         model = streamscope.instrument(scripted_model(words=20), **otel.providers)
         await _timed_streams(model, 1)
         assert collector.arrived.wait(timeout=10)  # the real exporter is now waiting on the collector
+        # Blocked on the exporter, a stream would wait for the held collector (the exporter's timeout is 20 s):
+        # 30 streams finishing within 10 s while it still holds prove they never wait for it. No wall-time bound
+        # per stream: on a loaded machine one may take longer for reasons of its own.
         with anyio.fail_after(10):
             durations = await _timed_streams(model, 30)
-        assert max(durations) < 0.25, durations
+        assert len(durations) == 30
         collector.release()
         assert batch.force_flush(timeout_millis=20_000)
         exported = [ExportTraceServiceRequest.FromString(r.body) for r in collector.requests("traces")]
