@@ -29,7 +29,7 @@ from ._events import Attributes
 from ._safety import report_internal_error
 from ._stream import model_attributes
 from ._telemetry import Telemetry
-from ._violations import error_type, report_violation
+from ._violations import error_type, model_details, report_filtered_response, report_violation
 
 
 def _code_of(function: Any) -> CodeType:
@@ -104,22 +104,15 @@ def note_filtered_response(
         if not isinstance(response, ModelResponse) or response.finish_reason != n.POLICY_CONTENT_FILTER:
             return
         if not mine.was_recorded(response):
-            model_class, attributes = _model_facts(boundary_model)
-            for key, value in (
-                (n.GEN_AI_RESPONSE_MODEL, response.model_name),
-                (n.GEN_AI_RESPONSE_ID, response.provider_response_id),
-            ):
-                if value:
-                    attributes[key] = value
-            report_violation(
+            model_class, metric_attributes = _model_facts(boundary_model)
+            report_filtered_response(
                 telemetry,
-                policy=n.POLICY_CONTENT_FILTER,
-                summary="response filtered by the provider's content filter",
+                metric_attributes=metric_attributes,
+                response_model=response.model_name,
+                response_id=response.provider_response_id,
                 message="finish_reason=content_filter",
-                attributes=attributes,
                 span=None,
                 model_class=model_class,
-                call_site=None,
             )
         if above is not None:
             above.note_recorded(response)
@@ -166,8 +159,8 @@ def _model_facts(model: Any) -> tuple[str | None, Attributes]:
     """The model's class name and its GenAI attributes (without the operation)."""
     if model is None:
         return None, {}
-    _, _, model_attrs = model_attributes(model)
-    return type(model).__qualname__, {k: v for k, v in model_attrs.items() if k != n.GEN_AI_OPERATION_NAME}
+    _, _, metric_attributes = model_attributes(model)
+    return type(model).__qualname__, model_details(metric_attributes)
 
 
 def record_content_filter_error(
@@ -175,9 +168,7 @@ def record_content_filter_error(
 ) -> None:
     """Report a `ContentFilterError` a model raised, at the place it was raised."""
     summary = "request refused by the provider's content filter"
-    _report_raised(
-        telemetry, error, n.POLICY_CONTENT_FILTER, summary, error.message, -1, error_type(error), boundary_model, span
-    )
+    _report_raised(telemetry, error, n.POLICY_CONTENT_FILTER, summary, error.message, -1, boundary_model, span)
 
 
 def record_violation(telemetry: Telemetry, error: BaseException, boundary_model: Any, span: Span | None) -> None:
@@ -186,10 +177,7 @@ def record_violation(telemetry: Telemetry, error: BaseException, boundary_model:
     `span` is the stream span when the denial stopped a stream from opening; otherwise the current span.
     """
     summary = "model request denied by check_allow_model_requests"
-    error_name = type(error).__qualname__
-    _report_raised(
-        telemetry, error, n.POLICY_ALLOW_MODEL_REQUESTS, summary, str(error), -2, error_name, boundary_model, span
-    )
+    _report_raised(telemetry, error, n.POLICY_ALLOW_MODEL_REQUESTS, summary, str(error), -2, boundary_model, span)
 
 
 def _report_raised(
@@ -199,7 +187,6 @@ def _report_raised(
     summary: str,
     message: str,
     site_frame: int,
-    error_name: str,
     boundary_model: Any,
     span: Span | None,
 ) -> None:
@@ -214,7 +201,7 @@ def _report_raised(
         policy=policy,
         summary=summary,
         message=message,
-        attributes={n.ERROR_TYPE: error_name, **site_attributes, **model_attrs},
+        attributes={n.ERROR_TYPE: error_type(error), **site_attributes, **model_attrs},
         span=span,
         model_class=model_class,
         call_site=call_site,

@@ -27,7 +27,7 @@ from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
 from ._sensors import PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK, recorded_by_pydantic_ai
 from ._telemetry import Telemetry
-from ._violations import error_type, report_violation
+from ._violations import error_type, report_filtered_response
 
 _DEFAULT_SPAN_EVENT_LIMIT = 128
 # Room left on the span for events streamscope adds besides stream events (the recorded exception).
@@ -350,20 +350,15 @@ class StreamRecorder:
 
     def _report_content_filter(self, attributes: Attributes, message: str) -> None:
         """The provider's content filter stopped the answer: a policy violation, on the stream span."""
-        details: Attributes = {k: v for k, v in self.metric_attributes.items() if k != n.GEN_AI_OPERATION_NAME}
-        for key in (n.GEN_AI_RESPONSE_MODEL, n.GEN_AI_RESPONSE_ID):
-            if key in attributes:
-                details[key] = attributes[key]
         try:
-            report_violation(
+            report_filtered_response(
                 self.telemetry,
-                policy=n.POLICY_CONTENT_FILTER,
-                summary="response filtered by the provider's content filter",
+                metric_attributes=self.metric_attributes,
+                response_model=attributes.get(n.GEN_AI_RESPONSE_MODEL),
+                response_id=attributes.get(n.GEN_AI_RESPONSE_ID),
                 message=message,
-                attributes=details,
                 span=self.span,
                 model_class=self.model_class,
-                call_site=None,
             )
         except Exception:
             report_internal_error("recording a content-filter policy violation")

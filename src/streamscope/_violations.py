@@ -37,6 +37,38 @@ def error_type(error: BaseException) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+def model_details(metric_attributes: Attributes) -> Attributes:
+    """A model's GenAI attributes as a violation carries them: its metric attributes without the operation."""
+    return {k: v for k, v in metric_attributes.items() if k != n.GEN_AI_OPERATION_NAME}
+
+
+def report_filtered_response(
+    telemetry: Telemetry,
+    *,
+    metric_attributes: Attributes,
+    response_model: object,
+    response_id: object,
+    message: str,
+    span: Span | None,
+    model_class: str | None,
+) -> None:
+    """Report a response the provider's content filter stopped (a stream's or a non-streamed one)."""
+    details = model_details(metric_attributes)
+    for key, value in ((n.GEN_AI_RESPONSE_MODEL, response_model), (n.GEN_AI_RESPONSE_ID, response_id)):
+        if isinstance(value, str) and value:
+            details[key] = value
+    report_violation(
+        telemetry,
+        policy=n.POLICY_CONTENT_FILTER,
+        summary="response filtered by the provider's content filter",
+        message=message,
+        attributes=details,
+        span=span,
+        model_class=model_class,
+        call_site=None,
+    )
+
+
 def report_violation(
     telemetry: Telemetry,
     *,
