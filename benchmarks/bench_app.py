@@ -58,15 +58,12 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
@@ -80,6 +77,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.openai_server import OpenAIStubServer, StubResponse, StubUsage  # noqa: E402
+from tests.servers import free_port, http_get  # noqa: E402
 
 # As in chat_app.py (not imported here: it builds the app). `streamscope_fastapi` leaves FastAPI's own telemetry on.
 VARIANTS = ("off", "streamscope", "pydantic_ai", "streamscope_fastapi")
@@ -100,22 +98,6 @@ class BenchmarkError(RuntimeError):
 
 
 # --- processes ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the kernel's pick; a server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET a loopback URL; (status, body), with HTTP errors returned rather than raised."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback only
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 class Process:
     """A child process whose output goes to a log file, stopped with SIGTERM (then SIGKILL)."""
 
