@@ -228,6 +228,16 @@ class StreamRecorder:
                     self.span.end()
             except Exception:
                 report_internal_error("ending a stream span")
+        self._release()
+
+    def _release(self) -> None:
+        """Let go of the stream and its kept events: the stream marks its recorder, so holding on to it would
+        keep both (and the HTTP response behind the stream) alive until the garbage collector finds the cycle."""
+        self.stream = None
+        self.head.clear()
+        self.tail.clear()
+        self.latest.clear()
+        self.runs.clear()
 
     def __del__(self) -> None:
         # A stream dropped without being exhausted, closed or having its context exited. Not finished here: the
