@@ -19,6 +19,7 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic_ai.exceptions import ContentFilterError
+from pydantic_ai.messages import PartDeltaEvent
 
 from . import _cost, _inflight
 from . import _names as n
@@ -148,11 +149,12 @@ class StreamRecorder:
         self.first_ns = 0
         self.last_ns = 0
         self.chunks = 0  # events with new model output, and when the first and last arrived
+        self.chunk_starts = 0  # of which part starts with content: every other chunk is a `PartDeltaEvent`
         self.first_chunk_ns = 0
         self.last_chunk_ns = 0
         self.longest_gap_ns = 0
         self.gaps: array[int] | None = array("q") if telemetry.options.chunk_timing == "per_chunk" else None
-        self.counts: dict[Any, int] = {}  # event class -> count
+        self.counts: dict[Any, int] = {}  # event class -> count, but for `PartDeltaEvent` (see `event_counts`)
         mode = telemetry.options.span_events
         capacity = 0 if mode == "none" else max(_span_event_limit(span) - _RESERVED_SPAN_EVENTS, 0)
         self.head_capacity = (capacity + 1) // 2
@@ -296,9 +298,10 @@ class StreamRecorder:
         if end_reason in _CANCELLABLE_ENDS and _cancelled(stream):
             end_reason = n.END_CANCEL_CALLED
 
-        kinds = {cls: event_kind(cls) for cls in self.counts}  # every event seen was counted
+        counts = self.event_counts()
+        kinds = {cls: event_kind(cls) for cls in counts}  # every event seen was counted
         kind_counts: dict[str, int] = {}
-        for cls, count in self.counts.items():
+        for cls, count in counts.items():
             if count:
                 kind_counts[kinds[cls]] = kind_counts.get(kinds[cls], 0) + count
         total = sum(kind_counts.values())
@@ -357,6 +360,12 @@ class StreamRecorder:
             response_model if isinstance(response_model, str) else None,
             cost,
         )
+
+    def event_counts(self) -> dict[Any, int]:
+        """How many events of each class the stream yielded. The hot path counts deltas, by far the most frequent
+        events, only as chunks (a chunk is a delta or a part start with content): their count is the difference."""
+        deltas = self.chunks - self.chunk_starts
+        return {**self.counts, PartDeltaEvent: deltas} if deltas else self.counts
 
     def _report_content_filter(self, attributes: Attributes, message: str) -> None:
         """The provider's content filter stopped the answer: a policy violation, on the stream span."""

@@ -52,8 +52,14 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
                 recorder.first_ns = now
             recorder.last_ns = now
             cls = event.__class__
-            counts[cls] = counts.get(cls, 0) + 1
-            if cls is delta_cls or (cls is start_cls and has_output(event)):
+            if cls is delta_cls:  # counted as a chunk only: the recorder derives the deltas' count from chunks
+                chunk = True
+            else:
+                counts[cls] = counts.get(cls, 0) + 1
+                chunk = cls is start_cls and has_output(event)
+                if chunk:
+                    recorder.chunk_starts += 1
+            if chunk:
                 recorder.chunks += 1
                 if last_chunk:
                     gap = now - last_chunk
@@ -79,8 +85,14 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
         async for event in source:
             now = clock()
             cls = event.__class__
-            counts[cls] = counts.get(cls, 0) + 1
-            if cls is delta_cls or (cls is start_cls and has_output(event)):
+            if cls is delta_cls:  # counted as a chunk only: the recorder derives the deltas' count from chunks
+                chunk = True
+            else:
+                counts[cls] = counts.get(cls, 0) + 1
+                chunk = cls is start_cls and has_output(event)
+                if chunk:
+                    recorder.chunk_starts += 1
+            if chunk:
                 recorder.chunks += 1
                 if last_chunk:
                     gap = now - last_chunk
@@ -126,8 +138,14 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
             if not recorder.first_ns:
                 recorder.first_ns = now
             cls = event.__class__
-            counts[cls] = counts.get(cls, 0) + 1
-            if cls is delta_cls or (cls is start_cls and has_output(event)):
+            if cls is delta_cls:  # counted as a chunk only: the recorder derives the deltas' count from chunks
+                chunk = True
+            else:
+                counts[cls] = counts.get(cls, 0) + 1
+                chunk = cls is start_cls and has_output(event)
+                if chunk:
+                    recorder.chunk_starts += 1
+            if chunk:
                 recorder.chunks += 1
                 if last_chunk:
                     gap = now - last_chunk
