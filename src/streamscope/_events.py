@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.util.types import AttributeValue
+from pydantic_ai.messages import PartDeltaEvent, TextPartDelta
 
 from . import _names as n
 from ._options import Options
@@ -63,6 +64,17 @@ def has_output(event: object) -> bool:
 
 def describe(event: object) -> Attributes:
     """Span-event attributes that never contain content: part index and kind, delta kind, tool name, length."""
+    if event.__class__ is PartDeltaEvent:  # most events: the general path below, without its probing
+        delta_event = cast(PartDeltaEvent, event)
+        delta = delta_event.delta
+        if delta.__class__ is TextPartDelta:
+            text = cast(TextPartDelta, delta).content_delta
+            if isinstance(text, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+                return {
+                    n.EVENT_PART_INDEX: delta_event.index,
+                    n.EVENT_DELTA_KIND: delta.part_delta_kind,
+                    n.EVENT_CONTENT_LENGTH: len(text),
+                }
     attributes: Attributes = {}
     index = getattr(event, "index", None)
     if isinstance(index, int):
