@@ -588,3 +588,15 @@ async def test_shutdown_ends_streams_still_in_flight_and_exports_them(
     for run in reversed(opened):  # the application goes on closing its streams: nothing more is recorded
         await run.__aexit__(None, None, None)
     assert len(spans.get_finished_spans()) == 3
+
+
+def test_shutdown_after_the_user_uninstrumented_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """`streamscope.uninstrument()` before `Configuration.shutdown()` is a clean sequence: shutdown has nothing left
+    to undo and says nothing (OpenTelemetry's instrumentor would warn that it was already uninstrumented)."""
+    configuration = streamscope.configure(**QUIET)
+    assert StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    streamscope.uninstrument()
+    with caplog.at_level(logging.DEBUG):
+        assert configuration.shutdown()
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert not StreamscopeInstrumentor().is_instrumented_by_opentelemetry

@@ -84,8 +84,9 @@ class Configuration:
         ended = finish_in_flight(self._owns)
         if ended:
             _logger.warning("streamscope: ended %d stream(s) still in flight at shutdown", ended)
-        if self._instrumented:
-            StreamscopeInstrumentor().uninstrument()
+        instrumentor = StreamscopeInstrumentor()
+        if self._instrumented and instrumentor.is_instrumented_by_opentelemetry:  # the user may have undone it
+            instrumentor.uninstrument()
         exported = self.force_flush()
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
