@@ -205,18 +205,26 @@ async def test_cost_follows_the_usage_while_the_stream_runs(otel: Otel, monkeypa
     assert (otel.one_stream_span().attributes or {})[STREAM_COST] == float(final)
 
 
-async def test_live_pricing_happens_at_most_once_per_interval(otel: Otel) -> None:
-    """Pricing costs hundreds of microseconds: while streaming, the usage is priced when it grew, at most once a
-    second (here: at the first chunk only); the final response is priced at the end."""
+async def test_a_stream_shorter_than_the_live_pricing_interval_is_priced_once_at_its_end(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pricing costs hundreds of microseconds: while streaming, the usage is priced when it grew, at most once per
+    interval (a second), and not before the stream has run for one: most answers are priced once, when they end."""
     assert _cost.LIVE_PRICING_INTERVAL_S == 1.0
+    monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 3600.0)  # no stream here runs that long
+    pricings: list[str | None] = []
+    original = ModelResponse.cost
+
+    def counting_cost(self: ModelResponse) -> Any:
+        pricings.append(self.model_name)
+        return original(self)
+
+    monkeypatch.setattr(ModelResponse, "cost", counting_cost)
     model = streamscope.instrument(GrowingModel(), usage_flush_interval=0, **otel.providers)
-    seen: list[float] = []
     async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
-        async for event in stream:
-            if type(event).__name__ in ("PartDeltaEvent", "PartStartEvent"):
-                [(_, point)] = cost_points(otel)
-                seen.append(point.value)
-    assert seen == [float(price_of(usage_after(1)))] * len(WORDS)
+        async for _ in stream:
+            assert cost_points(otel) == []  # nothing priced while it runs: its usage grew, but too early
+    assert pricings == ["gpt-4o"]  # once: the final response
     [(_, point)] = cost_points(otel)
     assert point.value == float(price_of(usage_after(len(WORDS))))
 

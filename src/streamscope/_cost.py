@@ -6,10 +6,11 @@ same way — through `ModelResponse.cost()` itself, on the stream's usage so far
 response when it ends — so a stream's recorded total is the price Pydantic AI gives its response.
 
 Pricing costs a few hundred microseconds (genai-prices' own work), so while a stream runs its usage is priced at
-a usage flush only when it grew, and at most once per `LIVE_PRICING_INTERVAL_S`; the final response is priced
-once, at the end. An unknown price is no cost (never a cost of 0): nothing is recorded, why is logged once per
-model at debug level on the ``streamscope`` logger, and that model is not looked up again for
-`UNKNOWN_RETRY_S` (genai-prices can learn new prices while the process runs).
+a usage flush only when it grew, at most once per `LIVE_PRICING_INTERVAL_S` and not before the stream has run for
+that long (a shorter stream, most answers, is priced once); the final response is priced once, at the end. An
+unknown price is no cost (never a cost of 0): nothing is recorded, why is logged once per model at debug level on
+the ``streamscope`` logger, and that model is not looked up again for `UNKNOWN_RETRY_S` (genai-prices can learn
+new prices while the process runs).
 """
 
 from __future__ import annotations

@@ -168,7 +168,9 @@ class StreamRecorder:
         self.stall_threshold_ns = int(telemetry.options.stall_threshold * 1e9)  # read by the stall gauges
         self.pricing = telemetry.options.cost  # off once the stream's price proves unknown, until its end
         self.cost_recorded = Decimal(0)  # USD counted for this stream so far
-        self.priced_ns = 0  # when the usage was last priced while streaming
+        # When the usage was last priced while streaming: a stream's first live pricing waits one interval, so a
+        # stream shorter than that (most answers) is priced once, at its end.
+        self.priced_ns = start_ns
         self.metric_key: AttributesKey = tuple(metric_attributes.items())
         telemetry.metrics.streams_active.add(1, self.metric_key)
         _inflight.add(self)
@@ -202,7 +204,7 @@ class StreamRecorder:
     def _pricing_due(self) -> bool:
         """Whether the usage may be priced now: pricing is costly, so at most once per live-pricing interval."""
         now = time.perf_counter_ns()
-        if self.priced_ns and now - self.priced_ns < _cost.LIVE_PRICING_INTERVAL_S * 1e9:
+        if now - self.priced_ns < _cost.LIVE_PRICING_INTERVAL_S * 1e9:
             return False
         self.priced_ns = now
         return True
