@@ -9,7 +9,7 @@ stream costs once (open, close, span events) cancelled out. Per stream: each var
 its span and metrics), with start-up cancelled out. Per request of the OpenAI workload (`openai_requests.py`):
 agent requests streaming 40 chunks through `OpenAIChatModel` and the real openai SDK from the tests' loopback stub
 (started here, outside valgrind), exported as a real app does (`configure()`: OTLP/HTTP to a loopback sink, a
-Prometheus endpoint); 10 and then 30 requests, the difference divided by 20, and each variant's share of that
+Prometheus endpoint); 20 and then 60 requests, the difference divided by 40, and each variant's share of that
 process's instructions. The span processor's schedule delay is set to 10 minutes there, so spans are exported in
 one batch at shutdown, as a busy app exports a few seconds of spans per batch (under valgrind's slowdown the
 default 5 s would send a batch every request or two). `--src` measures another checkout's `src/` (to compare a
@@ -59,7 +59,7 @@ STREAM_VARIANTS = (
 )
 OPENAI = Path(__file__).with_name("openai_requests.py")
 OPENAI_VARIANTS = ("off", "streamscope", "streamscope_usage_flush_off", "pydantic_ai")
-FEW_REQUESTS, MANY_REQUESTS = 10, 30
+FEW_REQUESTS, MANY_REQUESTS = 20, 60
 SHORT, LONG = 1_000, 5_000
 FEW, MANY = 50, 250
 _SOURCE: list[str] = []  # a checkout's src/ to import streamscope from, if given

@@ -184,6 +184,20 @@ async def test_stream_cost_is_the_priced_final_response(
     }
 
 
+@pytest.fixture
+def pricings(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The model name of every response priced (`ModelResponse.cost()` calls), in order."""
+    priced: list[str | None] = []
+    original = ModelResponse.cost
+
+    def counting_cost(self: ModelResponse) -> Any:
+        priced.append(self.model_name)
+        return original(self)
+
+    monkeypatch.setattr(ModelResponse, "cost", counting_cost)
+    return priced
+
+
 async def test_cost_follows_the_usage_while_the_stream_runs(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 0.0)  # price at every usage flush
     model = streamscope.instrument(GrowingModel(), usage_flush_interval=0, **otel.providers)
@@ -206,20 +220,12 @@ async def test_cost_follows_the_usage_while_the_stream_runs(otel: Otel, monkeypa
 
 
 async def test_a_stream_shorter_than_the_live_pricing_interval_is_priced_once_at_its_end(
-    otel: Otel, monkeypatch: pytest.MonkeyPatch
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, pricings: list[str | None]
 ) -> None:
     """Pricing costs hundreds of microseconds: while streaming, the usage is priced when it grew, at most once per
     interval (a second), and not before the stream has run for one: most answers are priced once, when they end."""
     assert _cost.LIVE_PRICING_INTERVAL_S == 1.0
     monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 3600.0)  # no stream here runs that long
-    pricings: list[str | None] = []
-    original = ModelResponse.cost
-
-    def counting_cost(self: ModelResponse) -> Any:
-        pricings.append(self.model_name)
-        return original(self)
-
-    monkeypatch.setattr(ModelResponse, "cost", counting_cost)
     model = streamscope.instrument(GrowingModel(), usage_flush_interval=0, **otel.providers)
     async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
         async for _ in stream:
@@ -229,15 +235,8 @@ async def test_a_stream_shorter_than_the_live_pricing_interval_is_priced_once_at
     assert point.value == float(price_of(usage_after(len(WORDS))))
 
 
-async def test_an_unknown_model_is_not_looked_up_again_for_a_while(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
-    lookups: list[str | None] = []
-    original = ModelResponse.cost
-
-    def counting_cost(self: ModelResponse) -> Any:
-        lookups.append(self.model_name)
-        return original(self)
-
-    monkeypatch.setattr(ModelResponse, "cost", counting_cost)
+async def test_an_unknown_model_is_not_looked_up_again_for_a_while(otel: Otel, pricings: list[str | None]) -> None:
+    lookups = pricings
     model = streamscope.instrument(GrowingModel("words-1", "acme"), usage_flush_interval=0, **otel.providers)
     for _ in range(3):
         async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
