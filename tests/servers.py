@@ -130,19 +130,26 @@ class Phoenix:
         assert status == 200, f"GET {url} -> {status}: {body[:500]!r}"
         return json.loads(body)["data"]
 
-    def wait_for_spans(self, project: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Poll until the project holds at least `count` spans (Phoenix ingests asynchronously)."""
+    def wait_for_spans(
+        self,
+        project: str,
+        count: int,
+        timeout: float = 30.0,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Poll until the project holds at least `count` spans (those `where` accepts, if given), and return them.
+        Phoenix ingests asynchronously: other spans of the project (an app's server spans, say) may arrive first."""
         spans: list[dict[str, Any]] = []
 
         def enough() -> bool:
             nonlocal spans
-            spans = self.spans(project)
+            spans = [span for span in self.spans(project) if where is None or where(span)]
             return len(spans) >= count
 
         try:
             wait_until(enough, timeout, f"{count} spans in Phoenix project {project!r}")
         except TimeoutError:
-            pytest.fail(f"Phoenix project {project!r} holds {len(spans)} spans, expected {count}")
+            pytest.fail(f"Phoenix project {project!r} holds {len(spans)} such spans, expected {count}")
         return spans
 
 
