@@ -19,11 +19,11 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic_ai.exceptions import ContentFilterError
-from pydantic_ai.messages import PartDeltaEvent
+from pydantic_ai.messages import PartDeltaEvent, PartStartEvent
 
 from . import _cost, _inflight
 from . import _names as n
-from ._events import Attributes, add_content, describe, event_kind
+from ._events import Attributes, add_content, describe, event_kind, has_output
 from ._metrics import AttributesKey
 from ._safety import never_raises, report_internal_error
 from ._sensors import PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK, recorded_by_pydantic_ai
@@ -362,6 +362,16 @@ class StreamRecorder:
             response_model if isinstance(response_model, str) else None,
             cost,
         )
+
+    def count_non_delta(self, event: Any) -> bool:
+        """Count an event that is not a `PartDeltaEvent` (the hot path counts those only as chunks); whether it is a
+        chunk: a part start that already carries output."""
+        cls = event.__class__
+        self.counts[cls] = self.counts.get(cls, 0) + 1
+        if cls is PartStartEvent and has_output(event):
+            self.chunk_starts += 1
+            return True
+        return False
 
     def event_counts(self) -> dict[Any, int]:
         """How many events of each class the stream yielded. The hot path counts deltas, by far the most frequent

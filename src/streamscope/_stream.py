@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 import wrapt
 from opentelemetry.util.types import AttributeValue
-from pydantic_ai.messages import PartDeltaEvent, PartStartEvent
+from pydantic_ai.messages import PartDeltaEvent
 
 from . import _names as n
-from ._events import Attributes, content_of, has_output
+from ._events import Attributes, content_of
 from ._recorder import StreamRecorder
 from ._safety import report_internal_error
 
@@ -26,12 +26,13 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
     """Yield `source`'s events, keeping the first and last ones (with their time) for span events.
 
     This is the per-event hot path: a clock read, a count, an append, a comparison of the clock with the time
-    the usage is next due to be read, and for a chunk a subtraction and a comparison (the longest gap). It runs in
+    the usage is next due to be read, and for a chunk a subtraction and a comparison (the longest gap). A delta,
+    by far the most frequent event, is counted as a chunk only; the recorder counts every other event. It runs in
     two loops so that the long second one (every event after the kept first ones) does less. The chunk step is
     written out in each loop, not called: a call per event would cost more than the step itself.
     """
     clock = time.perf_counter_ns
-    counts = recorder.counts
+    count_non_delta = recorder.count_non_delta
     head_room = recorder.head_capacity
     keep_head = recorder.head.append
     # With no room for last events, only the latest one is kept: its time is the end of the stream.
@@ -40,7 +41,7 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
     interval = recorder.usage_interval_ns
     next_flush = recorder.start_ns + interval  # usage growth is recorded at most once per interval
     # Chunks (events carrying new model output: deltas, and part starts with content) and the gaps between them.
-    delta_cls, start_cls = PartDeltaEvent, PartStartEvent
+    delta_cls = PartDeltaEvent
     last_chunk = longest = 0
     gaps = recorder.gaps  # every gap, only when the spec's per-chunk metric is asked for
     recorder.iterated = True
@@ -52,14 +53,8 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
                 recorder.first_ns = now
             recorder.last_ns = now
             cls = event.__class__
-            if cls is delta_cls:  # counted as a chunk only: the recorder derives the deltas' count from chunks
-                chunk = True
-            else:
-                counts[cls] = counts.get(cls, 0) + 1
-                chunk = cls is start_cls and has_output(event)
-                if chunk:
-                    recorder.chunk_starts += 1
-            if chunk:
+            # A delta (most events) is counted as a chunk only; any other event by the recorder.
+            if cls is delta_cls or count_non_delta(event):
                 recorder.chunks += 1
                 if last_chunk:
                     gap = now - last_chunk
@@ -85,14 +80,8 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
         async for event in source:
             now = clock()
             cls = event.__class__
-            if cls is delta_cls:  # counted as a chunk only: the recorder derives the deltas' count from chunks
-                chunk = True
-            else:
-                counts[cls] = counts.get(cls, 0) + 1
-                chunk = cls is start_cls and has_output(event)
-                if chunk:
-                    recorder.chunk_starts += 1
-            if chunk:
+            # A delta (most events) is counted as a chunk only; any other event by the recorder.
+            if cls is delta_cls or count_non_delta(event):
                 recorder.chunks += 1
                 if last_chunk:
                     gap = now - last_chunk
@@ -119,7 +108,7 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
 async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecorder) -> AsyncIterator[Any]:
     """Yield `source`'s events, folding each run of consecutive deltas of one part into one entry."""
     clock = time.perf_counter_ns
-    counts = recorder.counts
+    count_non_delta = recorder.count_non_delta
     runs = recorder.runs
     keep_limit = recorder.head_capacity + (recorder.tail.maxlen or 0)
     flush_usage = recorder.flush_usage
@@ -127,7 +116,7 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
     next_flush = recorder.start_ns + interval
     run_index: int | None = None  # part index of the open run of deltas, if any
     # Chunks (events carrying new model output: deltas, and part starts with content) and the gaps between them.
-    delta_cls, start_cls = PartDeltaEvent, PartStartEvent
+    delta_cls = PartDeltaEvent
     last_chunk = longest = 0
     gaps = recorder.gaps  # every gap, only when the spec's per-chunk metric is asked for
     recorder.iterated = True
@@ -138,14 +127,8 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
             if not recorder.first_ns:
                 recorder.first_ns = now
             cls = event.__class__
-            if cls is delta_cls:  # counted as a chunk only: the recorder derives the deltas' count from chunks
-                chunk = True
-            else:
-                counts[cls] = counts.get(cls, 0) + 1
-                chunk = cls is start_cls and has_output(event)
-                if chunk:
-                    recorder.chunk_starts += 1
-            if chunk:
+            # A delta (most events) is counted as a chunk only; any other event by the recorder.
+            if cls is delta_cls or count_non_delta(event):
                 recorder.chunks += 1
                 if last_chunk:
                     gap = now - last_chunk
