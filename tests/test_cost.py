@@ -46,6 +46,10 @@ def _fresh_explanations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_cost, "_unpriced", {})
 
 
+# USD, written out rather than imported: a boundary lost in the library must fail.
+COST_BOUNDARIES = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+
+
 def priced(response: ModelResponse) -> Decimal:
     """The cost Pydantic AI gives a response: the reported one if any, else `ModelResponse.cost()`."""
     reported = getattr(response.usage, "cost", None)
@@ -177,6 +181,7 @@ async def test_stream_cost_is_the_priced_final_response(
     }
     [(histogram_attributes, histogram)] = stream_cost_points(otel)
     assert (histogram.count, histogram.sum) == (1, float(expected))
+    assert tuple(histogram.explicit_bounds) == COST_BOUNDARIES
     assert histogram_attributes == {
         **attributes,
         "gen_ai.response.model": response.model_name,

@@ -193,3 +193,35 @@ async def test_exemplars_without_a_caller_span_still_point_at_the_stream_span(ot
     (_, point) = otel.metrics()["gen_ai.client.operation.duration"][0]
     (exemplar,) = point.exemplars
     assert exemplar.span_id == stream_context.span_id
+
+
+# Bucket boundaries, written out here rather than imported: a boundary lost or changed in the library must fail.
+# The first two are the conventions' ExplicitBucketBoundaries for those metrics (gen-ai-metrics.md).
+DURATION_BOUNDARIES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BOUNDARIES = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+CHUNK_BOUNDARIES = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+async def test_histogram_bucket_boundaries(otel: Otel, instrument: Instrument) -> None:
+    """Each histogram's points carry exactly the advised bucket boundaries, in every instrumentation mode."""
+    await drain(instrument(make_model_class(WordStream)()))
+    metrics = otel.metrics()
+    expected = {
+        "gen_ai.client.token.usage": TOKEN_BOUNDARIES,
+        "gen_ai.client.operation.duration": DURATION_BOUNDARIES,
+        "gen_ai.client.operation.time_to_first_chunk": DURATION_BOUNDARIES,
+        "streamscope.stream.chunk_gap.mean": CHUNK_BOUNDARIES,
+        "streamscope.stream.chunk_gap.longest": CHUNK_BOUNDARIES,
+    }
+    for name, boundaries in expected.items():
+        points = [point for _, point in metrics[name]]
+        assert points, name
+        for point in points:
+            assert tuple(point.explicit_bounds) == boundaries, name
+
+
+async def test_per_chunk_metric_bucket_boundaries(otel: Otel) -> None:
+    """The conventions' per-chunk metric (chunk_timing="per_chunk") likewise."""
+    await drain(streamscope.instrument(make_model_class(WordStream)(), **otel.providers, chunk_timing="per_chunk"))
+    ((_, per_chunk),) = otel.metrics()[TPOC]
+    assert tuple(per_chunk.explicit_bounds) == CHUNK_BOUNDARIES

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -17,11 +20,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 
 import streamscope
 from tests.conftest import Otel, sum_value
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
@@ -509,3 +513,114 @@ async def test_a_finished_stream_is_freed_by_reference_counting_as_without_strea
     assert [attrs(s)["streamscope.stream.end_reason"] for s in otel.spans()] == [
         {"exhausted": "exhausted", "aclose": "consumer_closed", "context_exit": "consumer_closed"}[ending]
     ]
+
+
+SPAN_EVENT_MODES = ["all", "coalesce", "none"]
+
+
+@pytest.mark.parametrize("mode", SPAN_EVENT_MODES)
+async def test_exhausting_the_stream_ends_its_span_there_in_every_span_event_mode(otel: Otel, mode: str) -> None:
+    """The span ends when the last event has been read, not when the `async with` exits: its end reason says the
+    stream was exhausted and its duration leaves out what the caller does afterwards."""
+    model = streamscope.instrument(text_model(["ab"] * 20), span_events=mode, **otel.providers)  # pyright: ignore[reportArgumentType]
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+        exhausted_wall_ns = time.time_ns()
+        (span,) = otel.stream_spans()  # ended already, inside the context
+        await asyncio.sleep(0.05)  # the caller's own work after the stream
+    assert len(otel.stream_spans()) == 1
+    a = attrs(span)
+    assert (a["streamscope.stream.end_reason"], a["streamscope.stream.outcome"]) == ("exhausted", "complete")
+    assert span.end_time is not None and span.end_time <= exhausted_wall_ns
+    ((_, duration),) = otel.metrics()["gen_ai.client.operation.duration"]
+    assert duration.count == 1
+    assert duration.sum * 1e9 <= exhausted_wall_ns - (span.start_time or 0) + 1_000  # float rounding
+
+
+def events_attributes(span: ReadableSpan) -> dict[str, Any]:
+    return {k: v for k, v in attrs(span).items() if k.startswith("streamscope.stream.events.")}
+
+
+async def test_coalesced_deltas_are_counted_as_coalesced_never_as_dropped(otel: Otel) -> None:
+    """Every event is accounted for once: 60 words are a part start (with the first word), the final-result
+    marker, 59 deltas folded into one run, and the part end. Nothing was lost, so nothing says dropped."""
+    model = streamscope.instrument(text_model(["ab"] * 60), span_events="coalesce", **otel.providers)
+    await consume(model)
+    span = otel.one_stream_span()
+    assert events_attributes(span) == {
+        "streamscope.stream.events.total": 62,
+        "streamscope.stream.events.emitted.part_start": 1,
+        "streamscope.stream.events.emitted.final_result": 1,
+        "streamscope.stream.events.emitted.part_delta": 0,
+        "streamscope.stream.events.coalesced.part_delta": 59,
+        "streamscope.stream.events.emitted.part_end": 1,
+    }
+    assert [e.name for e in span.events] == [
+        "streamscope.stream.part_start",
+        "streamscope.stream.final_result",
+        "streamscope.stream.part_deltas",
+        "streamscope.stream.part_end",
+    ]
+
+
+@dataclass
+class ClosableWordStream(WordStream):
+    """A third party's stream whose `__aiter__` hands out its own async generator, which notes being closed."""
+
+    closed: bool = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Any]:
+        try:
+            async for event in StreamedResponse.__aiter__(self):
+                yield event
+        finally:
+            self.closed = True
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce"])
+async def test_the_consumers_aclose_reaches_the_models_own_iterator(otel: Otel, mode: str) -> None:
+    """Closing the instrumented iterator closes the iterator it wraps at once, as closing it uninstrumented would:
+    the model's generator runs its `finally` (releasing its connection) now, not whenever it is collected."""
+    model = streamscope.instrument(make_model_class(ClosableWordStream)(), span_events=mode, **otel.providers)  # pyright: ignore[reportArgumentType]
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        assert isinstance(stream, ClosableWordStream)  # the proxy passes isinstance
+        iterator = aiter(stream)
+        await anext(iterator)
+        assert not stream.closed
+        await iterator.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+        assert stream.closed
+        assert attrs(otel.one_stream_span())["streamscope.stream.end_reason"] == "consumer_closed"
+
+
+async def test_mean_chunk_gap_is_the_time_from_first_to_last_chunk_over_the_gaps(otel: Otel) -> None:
+    """Four chunks have three gaps: the mean is (last chunk - first chunk) / 3, on the span and the histogram;
+    the longest gap is the largest of the three. The chunk times are the kept span events' own timestamps."""
+
+    async def uneven(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[str]:
+        for word, pause in (("a", 0.0), ("b", 0.01), ("c", 0.04), ("d", 0.02)):
+            await asyncio.sleep(pause)
+            yield word
+
+    model = streamscope.instrument(FunctionModel(stream_function=uneven, model_name="u"), **otel.providers)
+    await consume(model)
+    span = otel.one_stream_span()
+    chunk_times = [
+        e.timestamp for e in span.events if e.name in ("streamscope.stream.part_start", "streamscope.stream.part_delta")
+    ]
+    assert len(chunk_times) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(chunk_times)]
+    a = attrs(span)
+    assert a["streamscope.stream.chunks"] == 4
+    assert a["streamscope.stream.chunk_gap.mean"] == pytest.approx(
+        (chunk_times[-1] - chunk_times[0]) / 3 / 1e9, abs=2e-9
+    )
+    assert a["streamscope.stream.chunk_gap.longest"] == pytest.approx(max(gaps) / 1e9, abs=2e-9)
+    metrics = otel.metrics()
+    ((_, mean),) = metrics["streamscope.stream.chunk_gap.mean"]
+    ((_, longest),) = metrics["streamscope.stream.chunk_gap.longest"]
+    assert (mean.count, mean.sum) == (1, a["streamscope.stream.chunk_gap.mean"])
+    assert (longest.count, longest.sum) == (1, a["streamscope.stream.chunk_gap.longest"])

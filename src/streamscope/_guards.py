@@ -117,10 +117,9 @@ def remove() -> None:
         _installed.clear()
 
 
-def _caller() -> FrameType | None:
-    """The frame that called the sensor calling this (the sensor's own caller)."""
-    frame = inspect.currentframe()
-    sensor = frame.f_back if frame is not None else None
+def _caller_of(sensor: FrameType | None) -> FrameType | None:
+    """The frame that called a sensor, given the sensor's own frame (read by the sensor itself, so that no
+    count of frames between here and there is assumed)."""
     return sensor.f_back if sensor is not None else None
 
 
@@ -133,7 +132,7 @@ def _usage_limit_sensor(name: str, code: CodeType) -> Callable[..., Any]:
         except UsageLimitExceeded as error:
             if innermost_code(error) is code:
                 checked_value = args[0] if args else next(iter(kwargs.values()), None)
-                _report_usage_limit(error, instance, checked_value, checked, _caller())
+                _report_usage_limit(error, instance, checked_value, checked, _caller_of(inspect.currentframe()))
             raise
 
     return sensor
@@ -219,7 +218,7 @@ def _concurrency_sensor(code: CodeType) -> Callable[..., Coroutine[Any, Any, Any
         except ConcurrencyLimitExceeded as error:
             if innermost_code(error) is code:
                 source = args[0] if args else kwargs.get("source")
-                _report_concurrency_limit(error, instance, source, _caller())
+                _report_concurrency_limit(error, instance, source, _caller_of(inspect.currentframe()))
             raise
 
     return sensor
