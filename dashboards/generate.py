@@ -138,7 +138,8 @@ def headline_stats(layout: Layout, q: Queries) -> None:
         ),
         stat(
             "Policy violations",
-            "Model requests denied by check_allow_model_requests in the selected time range.",
+            "Model requests denied and answers stopped by a policy in the selected time range: allow_model_requests, "
+            "content_filter, usage_limit and concurrency_limit (by policy in the Stream events and policy row).",
             prometheus_target(q.violations_in_range()),
             unit="short",
             thresholds=[(1, "red")],
@@ -353,7 +354,8 @@ def events_and_policy(layout: Layout, q: Queries) -> None:
         timeseries(
             "Policy violations/s by policy",
             "allow_model_requests (a real model reached while ALLOW_MODEL_REQUESTS is False), content_filter (the "
-            "provider filtered the answer).",
+            "provider filtered the answer), usage_limit (an agent run's UsageLimits broken), concurrency_limit (a "
+            "ConcurrencyLimiter's queue was full).",
             [prometheus_target(q.rate(VIOLATIONS, by=POLICY), f"{{{{{POLICY}}}}}")],
             unit="short",
             stack=True,

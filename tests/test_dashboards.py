@@ -1,5 +1,6 @@
 """The committed dashboards are the generator's output, and are shaped for Grafana 11 import and provisioning.
-(That every query returns data is test_dashboards_prometheus.py.)"""
+(What each panel's queries mean is test_dashboard_meaning.py; that every query returns data, from labels the real
+series carry, is test_dashboards_prometheus.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from dashboards import generate
 
+from tests.dashboard_promql import Matcher, parse, selectors
 from tests.servers import ROOT
 
 DASHBOARDS = ROOT / "dashboards"
@@ -87,49 +89,70 @@ def test_panels_use_datasource_variables_and_fit_the_grid(dashboard: dict[str, A
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"]
             if target["datasource"]["type"] == "prometheus":
-                assert "$service" in target["expr"] and "$model" in target["expr"], target["expr"]
+                operator = "=~" if dashboard["uid"] == "streamscope-overview" else "="
+                wanted = {Matcher("job", operator, "$service"), Matcher("gen_ai_provider_name", operator, "$provider"),
+                          Matcher("gen_ai_request_model", operator, "$model")}  # fmt: skip
+                for selector in selectors(parse(target["expr"])):
+                    assert wanted <= set(selector.matchers), f"{panel['title']}: {selector} lacks the filter"
+
+
+def metric_names(panel: dict[str, Any]) -> set[str]:
+    """The metric names of a panel's PromQL queries, exactly (parsed, not searched for)."""
+    return {s.name or "" for t in panel["targets"] if "expr" in t for s in selectors(parse(t["expr"]))}
+
+
+def outcome_matchers(panel: dict[str, Any]) -> set[Matcher]:
+    return {
+        m
+        for t in panel["targets"]
+        for s in selectors(parse(t["expr"]))
+        for m in s.matchers
+        if m.label == "streamscope_stream_outcome"
+    }
 
 
 def test_overview_has_the_panels_the_issue_asks_for() -> None:
     dashboard = json.loads((DASHBOARDS / "streamscope-overview.json").read_text())
     panels = {p["title"]: p for p in all_panels(dashboard)}
-    expressions = {
-        title: " ".join(t.get("expr", t.get("query", "")) for t in p.get("targets", [])) for title, p in panels.items()
+    assert metric_names(panels["Streams/s"]) == {"streamscope_streams_finished_total"}
+    assert outcome_matchers(panels["Error rate"]) == {Matcher("streamscope_stream_outcome", "=~", "error")}
+    assert outcome_matchers(panels["Interruption rate"]) == {
+        Matcher("streamscope_stream_outcome", "=~", "interrupted|incomplete")
     }
-    assert "streamscope_streams_finished_total" in expressions["Streams/s"]
-    assert 'outcome=~"error"' in expressions["Error rate"]
-    assert 'outcome=~"interrupted|incomplete"' in expressions["Interruption rate"]
-    assert all(f"streamscope_usage_{kind}_total" in expressions["Tokens/s by type"] for kind in (
-        "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
-        "reasoning_output_tokens",
-    ))  # fmt: skip
+    assert [metric_names({"targets": [t]}) for t in panels["Tokens/s by type"]["targets"]] == [
+        {f"streamscope_usage_{kind}_total"}
+        for kind in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
+                     "reasoning_output_tokens")
+    ]  # fmt: skip
     for title, histogram in (
         ("Time to first chunk", "gen_ai_client_operation_time_to_first_chunk_seconds_bucket"),
         ("Stream duration", "gen_ai_client_operation_duration_seconds_bucket"),
     ):
         assert [t["legendFormat"] for t in panels[title]["targets"]] == ["p50", "p95", "p99"]
-        assert all(histogram in t["expr"] and t["exemplar"] for t in panels[title]["targets"])
-    assert "streamscope_streams_active" in expressions["Streams in flight"]
-    assert "streamscope_policy_violations_total" in expressions["Policy violations"]
+        assert metric_names(panels[title]) == {histogram}
+        assert all(t["exemplar"] for t in panels[title]["targets"])
+    assert metric_names(panels["Streams in flight"]) == {"streamscope_streams_active"}
+    assert metric_names(panels["Policy violations"]) == {"streamscope_policy_violations_total"}
     tempo = [p for p in panels.values() if p.get("datasource", {}).get("type") == "tempo"]
     assert tempo and all(t["queryType"] == "traceql" for p in tempo for t in p["targets"])
     links = panels["Streams/s by model"]["fieldConfig"]["defaults"]["links"]
     assert links[0]["url"].startswith("/d/streamscope-model/")
 
 
-FILTER = 'job="$service", gen_ai_provider_name="$provider", gen_ai_request_model="$model"'
-
-
 def test_model_dashboard_filters_on_one_service_provider_and_model() -> None:
     dashboard = json.loads((DASHBOARDS / "streamscope-model.json").read_text())
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert not any(variables[name]["multi"] for name in ("service", "provider", "model"))
+    wanted = [
+        Matcher("job", "=", "$service"),
+        Matcher("gen_ai_provider_name", "=", "$provider"),
+        Matcher("gen_ai_request_model", "=", "$model"),
+    ]
     for panel in all_panels(dashboard):
         for target in panel.get("targets", []):
             if "expr" in target:
-                assert (
-                    'job="$service", gen_ai_provider_name="$provider", gen_ai_request_model="$model"' in target["expr"]
-                )
+                for selector in selectors(parse(target["expr"])):
+                    assert list(selector.matchers[:3]) == wanted, f"{panel['title']}: {selector}"
 
 
 def test_provisioning_points_at_the_dashboards() -> None:
