@@ -160,9 +160,10 @@ ALERTS: tuple[Alert, ...] = (
         f"  increase({m.VIOLATIONS}[5m])\n) > 0",
         duration="0m",
         severity="warning",
-        summary=f"Model requests to {SUBJECT} were denied by policy {{{{ $labels.{m.POLICY} }}}}",
-        description="A model request was denied in the last 5 minutes (e.g. check_allow_model_requests with "
-        "ALLOW_MODEL_REQUESTS=False). Each denial is also an OTel log record and a span event with its call site.",
+        summary=f"Model requests to {SUBJECT} were stopped by policy {{{{ $labels.{m.POLICY} }}}}",
+        description="A policy stopped a model request or its answer in the last 5 minutes: a denial by "
+        "check_allow_model_requests (ALLOW_MODEL_REQUESTS=False), a usage or concurrency limit, or the provider's "
+        "content filter. Each is also an OTel log record and a span event with its call site.",
         defaults="any violation in the last 5m",
         fires=Case(
             "the first violation of the process",
