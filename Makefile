@@ -33,7 +33,7 @@ LOWEST := "pydantic-ai-slim[openai]==2.0.0" "opentelemetry-api==1.45.0" "opentel
           "opentelemetry-exporter-otlp-proto-http==1.45.0" "opentelemetry-exporter-otlp-proto-grpc==1.45.0" \
           "opentelemetry-exporter-prometheus==0.66b0" "prometheus-client==0.20.0" "opentelemetry-distro==0.66b0"
 
-.PHONY: which-python demo test bench bench-instructions bench-app lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
+.PHONY: which-python demo test bench bench-instructions bench-app mutation lint typecheck unit unit-lowest install install-lowest servers prometheus dashboards clean
 
 $(VENV)/.installed: pyproject.toml
 	$(BASE_PYTHON) -m venv $(VENV)
@@ -83,6 +83,16 @@ bench-instructions: install
 bench-app: install $(VENV_PHOENIX)/.installed
 	$(PY) benchmarks/bench_app.py
 
+# Mutation testing, not part of `make test`: mutmut ([tool.mutmut] in pyproject.toml) mutates src/streamscope and
+# runs, per mutant, the fast server-free tests that reach the mutated function. The score and every survivor go to
+# benchmarks/results/mutation.md (equivalent ones are listed in benchmarks/mutation_equivalents.toml). mutmut puts
+# its mutants' directory on sys.path only if it exists when it starts.
+mutation: install
+	$(PY) -m pip install --quiet -e ".[mutation]"
+	mkdir -p mutants/src
+	start=$$(date +%s); $(VENV)/bin/mutmut run --max-children 2; \
+	  status=$$?; $(PY) benchmarks/mutation_report.py --seconds $$(( $$(date +%s) - start )) && exit $$status
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -99,4 +109,4 @@ unit-lowest: install-lowest servers
 test: lint typecheck unit unit-lowest
 
 clean:
-	rm -rf $(VENV) $(VENV_LOW) $(VENV_PHOENIX) .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(VENV_LOW) $(VENV_PHOENIX) .pytest_cache .ruff_cache .coverage mutants

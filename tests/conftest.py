@@ -24,6 +24,16 @@ from tests.openai_server import OpenAIStubServer
 # `phoenix` (a real OTLP receiver) and `pydantic_ai_restored` (uninstrument leaves Pydantic AI as it was).
 pytest_plugins = ["tests.servers", "tests.helpers_reliability"]
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--matrix",
+        choices=("full", "pairwise"),
+        default="full",
+        help="composition matrices: every cell (default), or a cover of every pair of values (`make mutation`)",
+    )
+
+
 Instrument = Callable[[Model], Model]
 
 

@@ -645,3 +645,57 @@ async def test_uninstrument_after_only_explicit_instrumentation_is_quiet(
 async def _two_words(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
     yield "two "
     yield "words"
+
+
+class _Delegate:
+    """Stands in for a wrapped model: each request method returns what it was called with."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def method(*args: Any, **kwargs: Any) -> Any:
+            return (name, args, kwargs)
+
+        return method
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", [name for name in REQUEST_METHODS if name in vars(WrapperModel)])
+async def test_each_request_method_is_the_wrapped_models_under_its_own_name(otel: Otel, name: str) -> None:
+    """StreamscopeModel's non-streamed request methods pass every argument to the wrapped model's method of the
+    same name and return its result unchanged; each is named and documented as itself."""
+    model = streamscope.instrument(TestModel(), **otel.providers)
+    assert isinstance(model, StreamscopeModel)
+    model.wrapped = cast(Any, _Delegate())
+    method = getattr(StreamscopeModel, name)
+    assert (method.__name__, method.__qualname__) == (name, name)
+    assert method.__doc__ == f"The wrapped model's `{name}`; a policy violation in it is recorded."
+    sentinel = object()
+    assert await getattr(model, name)(1, sentinel, option=sentinel) == (name, (1, sentinel), {"option": sentinel})
+    assert otel.logs() == []
+
+
+def test_public_names_are_imported_on_first_use_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each public name is looked up in its module the first time it is used, then kept on the package; an
+    unknown name is the usual AttributeError; dir() lists every public name before any is used."""
+    modules = {
+        "Configuration": "streamscope._configure",
+        "configure": "streamscope._configure",
+        "StreamscopeInstrumentor": "streamscope._instrumentor",
+        "instrument": "streamscope._instrumentor",
+        "uninstrument": "streamscope._instrumentor",
+        "StreamscopeModel": "streamscope._model",
+        "ContentCapture": "streamscope._options",
+        "Options": "streamscope._options",
+        "SpanEventMode": "streamscope._options",
+        "__version__": "streamscope._telemetry",
+    }
+    assert set(modules) == set(streamscope.__all__)
+    for name in modules:
+        monkeypatch.delitem(vars(streamscope), name, raising=False)  # as before its first use
+    assert set(modules) <= set(dir(streamscope))
+    for name, module in modules.items():
+        assert name not in vars(streamscope)
+        value = getattr(streamscope, name)
+        assert value is getattr(importlib.import_module(module), name), name
+        assert vars(streamscope)[name] is value, name  # kept: the next use is a plain attribute
+    with pytest.raises(AttributeError, match=r"^module 'streamscope' has no attribute 'instrumentt'$"):
+        _ = streamscope.instrumentt  # pyright: ignore[reportAttributeAccessIssue]

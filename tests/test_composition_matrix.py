@@ -46,6 +46,7 @@ from tests.composition import (
     attrs,
     expected_spans,
     in_memory_telemetry,
+    pairwise_cover,
     pydantic_ai_settings,
     run_cell,
     run_path,
@@ -114,7 +115,20 @@ def check(cell: Cell, observed: Observed) -> None:
     assert observed.span_after is observed.span_before
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=lambda c: f"{c.mode}|{c.pydantic_ai}|{c.model}|{c.path}")
+def cell_id(cell: Cell) -> str:
+    return f"{cell.mode}|{cell.pydantic_ai}|{cell.model}|{cell.path}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The matrices' cells: all of them, or with `--matrix=pairwise` a cover of every pair of dimension values."""
+    if "cell" not in metafunc.fixturenames:
+        return
+    cells = CELLS if metafunc.function.__name__ == "test_cell" else DENIAL_CELLS
+    if metafunc.config.getoption("matrix") == "pairwise":
+        cells = pairwise_cover(cells)
+    metafunc.parametrize("cell", cells, ids=cell_id)
+
+
 async def test_cell(cell: Cell, server: OpenAIStubServer) -> None:
     observed = await run_cell(cell, server)
     check(cell, observed)
@@ -139,7 +153,9 @@ def denial_cells() -> Iterator[Cell]:
         yield Cell(mode, pydantic_ai, model, path)
 
 
-@pytest.mark.parametrize("cell", list(denial_cells()), ids=lambda c: f"{c.mode}|{c.pydantic_ai}|{c.model}|{c.path}")
+DENIAL_CELLS = list(denial_cells())
+
+
 async def test_denial_recorded_once(cell: Cell, server: OpenAIStubServer, caplog: pytest.LogCaptureFixture) -> None:
     """A real provider class (or a user model calling `check_allow_model_requests`) denied: recorded exactly once,
     on every channel, and the very `RuntimeError` reaches the caller."""
@@ -185,3 +201,21 @@ async def test_denial_recorded_once(cell: Cell, server: OpenAIStubServer, caplog
         assert telemetry.counter("streamscope.streams.active") == 0
     assert len([r for r in caplog.records if r.name == "streamscope.policy"]) == 1
     assert len(server.requests) == requests_before  # nothing reached the provider
+
+
+@pytest.mark.parametrize("cells", [CELLS, DENIAL_CELLS], ids=["streams", "denials"])
+def test_the_pairwise_cover_keeps_every_pair_of_values(cells: list[Cell]) -> None:
+    """`--matrix=pairwise` (mutation testing) keeps, for any two dimensions, every pair of values the full matrix
+    has, in far fewer cells."""
+
+    def value_pairs(subset: list[Cell]) -> set[tuple[int, str, int, str]]:
+        found: set[tuple[int, str, int, str]] = set()
+        for cell in subset:
+            values = (cell.mode, cell.pydantic_ai, cell.model, cell.path)
+            found |= {(i, values[i], j, values[j]) for i in range(4) for j in range(i + 1, 4)}
+        return found
+
+    cover = pairwise_cover(cells)
+    assert value_pairs(cover) == value_pairs(cells)
+    assert set(cover) <= set(cells) and len(set(cover)) == len(cover)
+    assert len(cover) * 4 < len(cells)

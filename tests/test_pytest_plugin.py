@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 
 import pytest
 
@@ -598,7 +599,8 @@ VIOLATION_EXTRA = {
 
 
 def test_subscription_sees_what_the_logger_would_drop_and_no_one_else_does() -> None:
-    logger = logging.getLogger("tests.test_pytest_plugin.policy")
+    # A logger of its own each run: a test run earlier in the same process leaves nothing on it.
+    logger = logging.getLogger(f"tests.test_pytest_plugin.policy.{uuid.uuid4().hex}")
     logger.propagate = False
     others = _Records()  # everyone else: what pytest's capture would get
     logger.addHandler(others)

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -624,3 +625,30 @@ async def test_mean_chunk_gap_is_the_time_from_first_to_last_chunk_over_the_gaps
     ((_, longest),) = metrics["streamscope.stream.chunk_gap.longest"]
     assert (mean.count, mean.sum) == (1, a["streamscope.stream.chunk_gap.mean"])
     assert (longest.count, longest.sum) == (1, a["streamscope.stream.chunk_gap.longest"])
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce"])
+async def test_content_log_records_mirror_the_span_events_with_content(otel: Otel, mode: str) -> None:
+    """With capture_content="span_and_event", each kept event that carries content is also one INFO log record:
+    the span event's name, timestamp and attributes, in the stream span's context. A coalesced run of deltas kept
+    no content, so it has no log record."""
+    words = ["Once", " upon", " a", " time"]
+    model = streamscope.instrument(
+        text_model(words), capture_content="span_and_event", span_events=mode, **otel.providers
+    )  # pyright: ignore[reportArgumentType]
+    await consume(model)
+    span = otel.one_stream_span()
+    with_content = [e for e in span.events if e.attributes and "streamscope.content" in e.attributes]
+    whole = "Once upon a time"  # the part end carries the whole part
+    expected_contents = ["Once", " upon", " a", " time", whole] if mode == "all" else ["Once", whole]
+    assert [e.attributes["streamscope.content"] for e in with_content if e.attributes] == expected_contents
+    records = [r.log_record for r in otel.logs()]
+    assert len(records) == len(with_content)
+    span_context = span.get_span_context()
+    assert span_context is not None
+    for record, event in zip(records, with_content, strict=True):
+        assert record.event_name == event.name
+        assert record.timestamp == event.timestamp
+        assert (record.severity_number, record.severity_text) == (SeverityNumber.INFO, "INFO")
+        assert dict(record.attributes or {}) == dict(event.attributes or {})
+        assert (record.trace_id, record.span_id) == (span_context.trace_id, span_context.span_id)
