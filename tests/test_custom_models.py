@@ -102,4 +102,15 @@ async def test_stream_iterated_outside_request_stream_is_instrumented_once(otel:
         streamscope.uninstrument()
     assert len(first) == 4
     assert again == []
-    assert len(otel.stream_spans()) == 1
+    (span,) = otel.stream_spans()
+    # The stream stands in for the model it came from: its model, provider and server name the span and metrics.
+    attributes = dict(span.attributes or {})
+    assert span.name == "chat words-1"
+    assert {key: attributes.get(key) for key in ("gen_ai.request.model", "gen_ai.provider.name")} == {
+        "gen_ai.request.model": "words-1",
+        "gen_ai.provider.name": "acme",
+    }
+    assert (attributes["server.address"], attributes["server.port"]) == ("llm.acme.example", 8443)
+    # No Pydantic AI instrumentation saw it: streamscope records its token usage (one point, output tokens only).
+    tokens = otel.metrics()["gen_ai.client.token.usage"]
+    assert [(point_attributes["gen_ai.token.type"], point.sum) for point_attributes, point in tokens] == [("output", 2)]

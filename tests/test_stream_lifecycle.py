@@ -158,8 +158,9 @@ async def test_instrumented_stream_yields_the_same_events_and_response(otel: Ote
     assert tool_events
 
 
-async def test_break_out_ends_span_when_the_context_exits(otel: Otel) -> None:
-    model = streamscope.instrument(text_model(), **otel.providers)
+@pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
+async def test_break_out_ends_span_when_the_context_exits(otel: Otel, mode: str) -> None:
+    model = streamscope.instrument(text_model(), span_events=mode, **otel.providers)  # pyright: ignore[reportArgumentType]
     async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
         async for _ in stream:
             break
@@ -271,8 +272,9 @@ async def test_asyncio_task_cancel(otel: Otel) -> None:
     assert attrs(otel.one_stream_span())["streamscope.stream.end_reason"] == "task_cancelled"
 
 
-async def test_never_iterated_stream_still_ends(otel: Otel) -> None:
-    model = streamscope.instrument(text_model(), **otel.providers)
+@pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
+async def test_never_iterated_stream_still_ends(otel: Otel, mode: str) -> None:
+    model = streamscope.instrument(text_model(), span_events=mode, **otel.providers)  # pyright: ignore[reportArgumentType]
     async with model.request_stream(MESSAGES, None, ModelRequestParameters()):
         pass
     span = otel.one_stream_span()
@@ -652,3 +654,72 @@ async def test_content_log_records_mirror_the_span_events_with_content(otel: Ote
         assert (record.severity_number, record.severity_text) == (SeverityNumber.INFO, "INFO")
         assert dict(record.attributes or {}) == dict(event.attributes or {})
         assert (record.trace_id, record.span_id) == (span_context.trace_id, span_context.span_id)
+
+
+async def test_the_instrumented_stream_shows_as_the_stream_it_wraps(otel: Otel) -> None:
+    """repr() of the stream a wrapped model hands out is the real stream's (what a user sees when debugging)."""
+    model = streamscope.instrument(make_model_class(WordStream)(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        assert isinstance(stream, WordStream)
+        assert type(stream) is not WordStream  # the proxy
+        assert repr(stream) == repr(stream.__wrapped__)  # pyright: ignore[reportAttributeAccessIssue]
+        assert repr(stream).startswith("WordStream(")
+
+
+def alternating_model(count: int) -> FunctionModel:
+    """`count` deltas alternating between a text part and a thinking part: each delta is a run of its own."""
+
+    async def stream(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[Any]:
+        for i in range(count):
+            yield f"t{i}" if i % 2 == 0 else {1: DeltaThinkingPart(content=f"k{i}")}
+
+    return FunctionModel(stream_function=stream, model_name="alternating")
+
+
+@pytest.mark.parametrize("count", [40, 41, 42, 43])
+async def test_coalesce_keeps_the_same_first_and_last_events_as_all_under_a_limit(count: int) -> None:
+    """Runs of one delta are the events themselves: under a span event limit, coalesce mode keeps exactly the
+    events "all" mode keeps (the first ones and the last ones, content included), however long the stream, and
+    counts the rest as dropped the same way. Several lengths, so the last ones never fall at a convenient point."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    seen: dict[str, list[tuple[str, Any]]] = {}
+    counts: dict[str, dict[str, Any]] = {}
+    for mode in ("all", "coalesce"):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(span_limits=SpanLimits(max_events=10))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        model = streamscope.instrument(
+            alternating_model(count), span_events=mode, capture_content=True, tracer_provider=provider
+        )  # pyright: ignore[reportArgumentType]
+        await consume(model)
+        (span,) = exporter.get_finished_spans()
+        seen[mode] = [(e.name, (e.attributes or {}).get("streamscope.content")) for e in span.events]
+        counts[mode] = {k: v for k, v in attrs(span).items() if k.startswith("streamscope.stream.events.")}
+    assert len(seen["all"]) == 8
+    assert seen["coalesce"] == seen["all"]
+    assert counts["coalesce"] == counts["all"]
+    last = f"t{count - 1}" if (count - 1) % 2 == 0 else f"k{count - 1}"
+    assert (("streamscope.stream.part_delta", last)) in seen["all"][4:]  # the last delta is among the last kept
+
+
+async def test_a_coalesced_run_counts_only_the_content_its_deltas_carry(otel: Otel) -> None:
+    """A thinking part's signature-only delta (as Anthropic streams it) is a delta of the run with no content: the
+    run's content length is the text its deltas carried, 4 characters here, and its count all 3 deltas."""
+
+    async def thinking(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[Any]:
+        yield {0: DeltaThinkingPart(content="ab")}  # the part start
+        yield {0: DeltaThinkingPart(content="cd")}
+        yield {0: DeltaThinkingPart(signature="sig-1")}
+        yield {0: DeltaThinkingPart(content="ef")}
+        yield "done"
+
+    model = streamscope.instrument(
+        FunctionModel(stream_function=thinking, model_name="thinker"), span_events="coalesce", **otel.providers
+    )
+    await consume(model)
+    (run,) = [e for e in otel.one_stream_span().events if e.name == "streamscope.stream.part_deltas"]
+    assert run.attributes is not None
+    assert run.attributes["streamscope.event.coalesced_count"] == 3
+    assert run.attributes["streamscope.content.length"] == 4
+    assert run.attributes["streamscope.part.index"] == 0

@@ -147,7 +147,6 @@ class StreamRecorder:
         self.iterated = False
         self.iterator: Any = None  # the instrumented iterator, once handed out
         self.first_ns = 0
-        self.last_ns = 0
         self.chunks = 0  # events with new model output, and when the first and last arrived
         self.chunk_starts = 0  # of which part starts with content: every other chunk is a `PartDeltaEvent`
         self.first_chunk_ns = 0

@@ -51,7 +51,6 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
             now = clock()
             if not recorder.first_ns:
                 recorder.first_ns = now
-            recorder.last_ns = now
             cls = event.__class__
             # A delta (most events) is counted as a chunk only; any other event by the recorder.
             if cls is delta_cls or count_non_delta(event):
@@ -123,7 +122,6 @@ async def _iterate_coalescing(source: AsyncIterator[Any], recorder: StreamRecord
     try:
         async for event in source:
             now = clock()
-            recorder.last_ns = now
             if not recorder.first_ns:
                 recorder.first_ns = now
             cls = event.__class__

@@ -1,0 +1,143 @@
+"""A stream's timings, exact: on a scripted clock, in every span-event mode.
+
+The stream below sets the clock (`time.perf_counter_ns`, which streamscope reads for every duration) to a scripted
+instant before each chunk, so every timing is known in advance: time to first chunk, the gaps between chunks (their
+mean, the longest, and each one for the conventions' per-chunk metric), the duration, and when the usage growth is
+flushed (at most once per `usage_flush_interval`, at the first event at or after it is due).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic_ai.messages import ModelResponseStreamEvent
+from pydantic_ai.models import ModelRequestParameters
+from pydantic_ai.usage import RequestUsage
+
+import streamscope
+from tests.composition import MESSAGES
+from tests.conftest import Otel, sum_value
+from tests.user_models import WordStream, make_model_class
+
+pytestmark = pytest.mark.anyio
+
+MS = 1_000_000
+OPENED_AT = 5_000 * MS  # the clock when the stream is opened
+# (ms after opening, word): the first chunk 40 ms in, then gaps of 10, 50 (the longest), 20 and 100 - 10 ms.
+SCRIPT = ((40, "a"), (50, "b"), (100, "c"), (120, "d"), (210, "e"))
+GAPS_MS = (10, 50, 20, 90)
+USAGE_FLUSH_MS = 50  # due at 50 (flushed at "b", exactly due), then at 100 ("c", exactly due), then at 150 ("e")
+
+
+class Clock:
+    """Stands in for `time.perf_counter_ns`: returns what the stream last set."""
+
+    def __init__(self) -> None:
+        self.ns = OPENED_AT
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+@dataclass
+class ScriptedStream(WordStream):
+    """One text delta per scripted word, each at its instant, one output token each."""
+
+    clock: Clock = field(default_factory=Clock)
+    seen: list[int] = field(default_factory=list)  # the usage counter's value after each chunk, read by the test
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        for at_ms, word in SCRIPT:
+            self.clock.ns = OPENED_AT + at_ms * MS
+            self._usage = self._usage + RequestUsage(output_tokens=1)
+            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
+                yield event
+
+
+async def run_scripted(otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str, **options: Any) -> list[int]:
+    """Stream SCRIPT through an instrumented model; return the output-token counter after each event."""
+    clock = Clock()
+    monkeypatch.setattr(time, "perf_counter_ns", clock)
+
+    @dataclass
+    class Stream(ScriptedStream):
+        clock: Clock = field(default_factory=lambda: clock)
+
+    model = streamscope.instrument(
+        make_model_class(Stream)(),
+        span_events=mode,
+        usage_flush_interval=USAGE_FLUSH_MS / 1000,
+        cost=False,
+        **options,
+        **otel.providers,
+    )
+    counted: list[int] = []
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            points = otel.metrics().get("streamscope.usage.output_tokens", [])
+            counted.append(int(sum_value(points)))
+        clock.ns = OPENED_AT + 300 * MS  # the caller's own work after the stream: not part of it
+    return counted
+
+
+def histogram(otel: Otel, name: str) -> tuple[int, float]:
+    ((_, point),) = otel.metrics()[name]
+    return point.count, point.sum
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
+async def test_timings_are_exact_on_a_scripted_clock(otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    counted = await run_scripted(otel, monkeypatch, mode)
+    span = otel.one_stream_span()
+    attributes = dict(span.attributes or {})
+    assert attributes["streamscope.stream.chunks"] == len(SCRIPT)
+    assert attributes["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.040)
+    assert attributes["streamscope.stream.chunk_gap.mean"] == pytest.approx(sum(GAPS_MS) / len(GAPS_MS) / 1000)
+    assert attributes["streamscope.stream.chunk_gap.longest"] == pytest.approx(max(GAPS_MS) / 1000)
+    assert attributes["streamscope.stream.end_reason"] == "exhausted"
+    assert span.start_time is not None and span.end_time is not None
+    assert span.end_time - span.start_time == 210 * MS  # ended at the last event, not when the caller moved on
+    assert histogram(otel, "gen_ai.client.operation.time_to_first_chunk") == (1, pytest.approx(0.040))
+    assert histogram(otel, "gen_ai.client.operation.duration") == (1, pytest.approx(0.210))
+    assert histogram(otel, "streamscope.stream.chunk_gap.mean") == (1, pytest.approx(0.0425))
+    assert histogram(otel, "streamscope.stream.chunk_gap.longest") == (1, pytest.approx(0.090))
+    # Events: part start ("a"), final result, deltas "b".."e", part end (after the loop: the usage is flushed at
+    # the end). The usage growth is flushed at "b" (due at 50 ms: 2 tokens), "c" (due at 100: 3) and "e" (due at
+    # 150, first event after it at 210: 5); the final result marker comes right after "a", at 40 ms.
+    assert counted == [0, 0, 2, 3, 3, 5, 5]
+    assert sum_value(otel.metrics()["streamscope.usage.output_tokens"]) == 5
+    if mode != "none":
+        offsets = [
+            float(str(event.attributes["streamscope.event.offset_seconds"]))
+            for event in span.events
+            if event.attributes and event.name != "streamscope.stream.part_deltas"
+        ]
+        assert offsets[0] == pytest.approx(0.040)
+        assert offsets[-1] == pytest.approx(0.210)
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
+async def test_per_chunk_metric_records_each_gap(otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """chunk_timing="per_chunk": one observation per chunk after the first, each its own gap."""
+    await run_scripted(otel, monkeypatch, mode, chunk_timing="per_chunk")
+    ((_, point),) = otel.metrics()["gen_ai.client.operation.time_per_output_chunk"]
+    assert point.count == len(GAPS_MS)
+    assert point.sum == pytest.approx(sum(GAPS_MS) / 1000)
+    assert point.min == pytest.approx(min(GAPS_MS) / 1000)
+    assert point.max == pytest.approx(max(GAPS_MS) / 1000)
+    # the bucket counts place each gap: 10 ms (<= 0.01), 20 ms (<= 0.02), 50 ms (<= 0.06), 90 ms (<= 0.1)
+    bounds = list(point.explicit_bounds)
+    assert [count for count in point.bucket_counts if count] == [1, 1, 1, 1]
+    assert [bounds[i] for i, count in enumerate(point.bucket_counts) if count] == [0.01, 0.02, 0.06, 0.1]
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
+async def test_without_per_chunk_timing_no_gaps_are_kept(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    await run_scripted(otel, monkeypatch, mode)
+    assert "gen_ai.client.operation.time_per_output_chunk" not in otel.metrics()
