@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tomllib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENTS = ROOT / "benchmarks" / "mutation_equivalents.toml"
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "mutation.md"
 KILLED = {"killed", "timeout", "caught by type check"}
-NOT_SCORED = {"skipped"}
+NOT_SCORED = {"skipped", "not checked"}  # "not checked": the run was stopped before it reached them
 TARGET = 95.0
 _RESULT_LINE = re.compile(r"^\s+(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")
 
@@ -74,6 +75,10 @@ def mutmut(*args: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"mutmut {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result.stdout
+
+
+def show(name: str) -> str:
+    return mutmut("show", name)
 
 
 def statuses() -> dict[str, str]:
@@ -126,6 +131,11 @@ def report(
         f"- Run: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, mutmut {metadata.version('mutmut')}"
         + (f", {seconds / 60:.1f} min" if seconds is not None else ""),
         f"- Mutants: {len(found)}; " + ", ".join(f"{status} {count}" for status, count in counts.most_common()),
+        *(
+            [f"- **Incomplete run**: {counts['not checked']} mutants not checked yet (`mutmut run` goes on from here)"]
+            if counts["not checked"]
+            else []
+        ),
         f"- Equivalent (listed in benchmarks/mutation_equivalents.toml): {len(equivalent)}",
         f"- **Score: {score:.1f} %** ({killed} killed of {scored} non-equivalent mutants; target {TARGET:.0f} %)",
         "",
@@ -157,11 +167,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     options = parser.parse_args()
     found = statuses()
-    survivors: list[Survivor] = []
-    for name, status in sorted(found.items()):
-        if status in KILLED or status in NOT_SCORED:
-            continue
-        survivors.append(Survivor(name, status, mutmut("show", name)))
+    pending = [(name, status) for name, status in sorted(found.items()) if status not in KILLED | NOT_SCORED]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # one `mutmut show` process per survivor
+        diffs = list(pool.map(show, [name for name, _ in pending]))
+    survivors = [Survivor(name, status, diff) for (name, status), diff in zip(pending, diffs, strict=True)]
     text = report(found, survivors, load_equivalents(), options.seconds)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(text, "utf-8")

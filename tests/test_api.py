@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider
 from packaging.requirements import Requirement
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -699,3 +699,21 @@ def test_public_names_are_imported_on_first_use_and_kept(monkeypatch: pytest.Mon
         assert vars(streamscope)[name] is value, name  # kept: the next use is a plain attribute
     with pytest.raises(AttributeError, match=r"^module 'streamscope' has no attribute 'instrumentt'$"):
         _ = streamscope.instrumentt  # pyright: ignore[reportAttributeAccessIssue]
+
+
+@pytest.mark.anyio
+async def test_process_wide_request_methods_pass_keyword_arguments_through(instrumented: Otel) -> None:
+    """Under `instrument()`, a model's own `request` called with keyword arguments gets every one of them."""
+    seen: list[tuple[str, Any]] = []
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(("messages", messages))
+        return ModelResponse(parts=[TextPart("fine")], model_name="keywords")
+
+    model = FunctionModel(answer, model_name="keywords")
+    parameters = ModelRequestParameters()
+    prompt: list[ModelMessage] = [ModelRequest(parts=[UserPromptPart("hello")])]
+    response = await model.request(messages=prompt, model_settings=None, model_request_parameters=parameters)
+    assert [part.content for part in response.parts if isinstance(part, TextPart)] == ["fine"]
+    assert seen == [("messages", prompt)]
+    assert instrumented.logs() == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import streamscope
 from streamscope import _cost
 from tests.conftest import Instrument, Otel, sum_value
 from tests.openai_server import OpenAIStubServer, StubUsage
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
@@ -311,8 +313,11 @@ async def test_an_unknown_price_records_no_cost_and_says_why_once(otel: Otel, ca
     explained = [r for r in caplog.records if "no cost recorded" in r.getMessage()]
     assert len(explained) == 1, [r.getMessage() for r in explained]
     assert explained[0].levelno == logging.DEBUG
-    assert "'words-1'" in explained[0].getMessage()
-    assert "'acme'" in explained[0].getMessage()
+    assert explained[0].name == "streamscope"
+    assert re.fullmatch(
+        r"streamscope: no cost recorded for model 'words-1' of provider 'acme' \(None\): genai-prices: .+",
+        explained[0].getMessage(),
+    ), explained[0].getMessage()
     # the token usage is still counted
     assert sum_value(otel.metrics()["streamscope.usage.output_tokens"]) == 2 * 40 * len(WORDS)
 
@@ -449,3 +454,32 @@ async def test_cost_is_counted_once_beside_the_agents_own_instrumentation(otel: 
     [(_, histogram)] = stream_cost_points(otel)
     assert (histogram.count, histogram.sum) == (1, expected)
     assert [(p.count, p.sum) for _, p in otel.metrics()["operation.cost"]] == [(1, expected)]
+
+
+async def test_each_unknown_model_is_explained_once_up_to_a_bound(
+    otel: Otel, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One explanation per (provider, URL, model), each naming its own model; past the bound on how many are
+    remembered, no more (a process streaming from ever new model names must not grow without end)."""
+    monkeypatch.setattr(_cost, "_MAX_KEYS", 2)
+    caplog.set_level(logging.DEBUG, logger="streamscope")
+    for name in ("words-1", "words-2", "words-1", "words-3", "words-2"):
+        model = streamscope.instrument(GrowingModel(name, "acme"), **otel.providers)
+        async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                pass
+    explained = [r.getMessage() for r in caplog.records if "no cost recorded" in r.getMessage()]
+    assert [message.split("'")[1] for message in explained] == ["words-1", "words-2"]
+    assert all(" of provider 'acme' (None): " in message for message in explained)
+
+
+async def test_the_explanation_names_the_providers_url(otel: Otel, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="streamscope")
+    model = streamscope.instrument(make_model_class(WordStream)(), **otel.providers)
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    (message,) = [r.getMessage() for r in caplog.records if "no cost recorded" in r.getMessage()]
+    assert message.startswith(
+        "streamscope: no cost recorded for model 'words-1' of provider 'acme' (https://llm.acme.example:8443/v1): "
+    ), message

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pydantic_ai.messages import (
+    FinalResultEvent,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
@@ -16,7 +18,8 @@ from pydantic_ai.messages import (
     ToolCallPartDelta,
 )
 
-from streamscope._events import describe
+from streamscope._events import add_content, captured_content, describe
+from streamscope._options import Options, build_options
 
 
 @dataclass(repr=False)
@@ -73,3 +76,57 @@ def test_the_text_delta_fast_path_describes_as_the_general_path_does(text: str) 
     general = describe(_PartDeltaEventSubclass(index=7, delta=TextPartDelta(content_delta=text)))
     assert fast == general
     assert list(fast) == list(general)  # the same order of attributes, too
+
+
+# --- captured content: redaction, then truncation, exactly at the limit -----------------------------------------
+def _options(**kwargs: Any) -> Options:
+    return build_options(capture_content="span_only", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [("abcd", 4, ("abcd", False)), ("abcde", 4, ("abcd", True)), ("a", 1, ("a", False)), ("ab", 1, ("a", True))],
+)
+def test_content_is_truncated_only_beyond_the_limit(text: str, limit: int, expected: tuple[str, bool]) -> None:
+    assert captured_content(text, _options(max_content_length=limit)) == expected
+
+
+def test_redaction_runs_before_truncation() -> None:
+    assert captured_content("secret: 42", _options(redact=lambda t: t.replace("42", "**"), max_content_length=9)) == (
+        "secret: *",
+        True,
+    )
+
+
+def test_a_failing_redaction_hook_drops_the_content_and_says_why(internal_errors: list[logging.LogRecord]) -> None:
+    def leaky(text: str) -> str:
+        raise KeyError(text)  # its message would carry the very content
+
+    assert captured_content("the secret", _options(redact=leaky)) is None
+    (record,) = internal_errors
+    assert (record.levelno, record.getMessage()) == (
+        logging.WARNING,
+        "streamscope's redaction hook raised KeyError; the content was dropped",
+    )
+    assert record.exc_info is None and "the secret" not in record.getMessage()
+
+
+def test_a_redaction_hook_returning_no_str_drops_the_content_and_says_why(
+    internal_errors: list[logging.LogRecord],
+) -> None:
+    assert captured_content("text", _options(redact=len)) is None  # pyright: ignore[reportArgumentType]
+    (record,) = internal_errors
+    assert record.getMessage() == "streamscope's redaction hook returned int, not a str; the content was dropped"
+
+
+def test_add_content_says_whether_it_added_any(internal_errors: list[logging.LogRecord]) -> None:
+    options = _options(redact=lambda t: 1 / 0)  # pyright: ignore[reportArgumentType, reportUnknownLambdaType]
+    text_delta = PartDeltaEvent(index=0, delta=TextPartDelta(content_delta="hi"))
+    attributes: dict[str, Any] = {}
+    assert add_content(attributes, text_delta, options) is False  # the hook failed: nothing captured
+    assert attributes == {}
+    assert add_content(attributes, FinalResultEvent(tool_name=None, tool_call_id=None), _options()) is False
+    assert attributes == {}
+    assert add_content(attributes, text_delta, _options(max_content_length=1)) is True
+    assert attributes == {"streamscope.content": "h", "streamscope.content.truncated": True}
+    assert len(internal_errors) == 1
