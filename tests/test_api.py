@@ -717,3 +717,23 @@ async def test_process_wide_request_methods_pass_keyword_arguments_through(instr
     assert [part.content for part in response.parts if isinstance(part, TextPart)] == ["fine"]
     assert seen == [("messages", prompt)]
     assert instrumented.logs() == []
+
+
+def test_every_module_imports_on_its_own() -> None:
+    """Each of streamscope's modules can be the first one imported (no import cycle depends on the order)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    package = Path(streamscope.__file__).parent
+    modules = sorted(f"streamscope.{path.stem}" for path in package.glob("*.py") if path.stem != "__init__")
+
+    def first_import(module: str) -> tuple[str, int, str]:
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60, check=False
+        )
+        return module, result.returncode, result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        failures = [found for found in pool.map(first_import, modules) if found[1] != 0]
+    assert len(modules) > 20
+    assert failures == []

@@ -28,7 +28,6 @@ import wrapt
 from pydantic_ai.capabilities import Instrumentation
 from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
 
-from . import _guards
 from ._safety import report_internal_error
 
 PYDANTIC_AI_RECORDS_TIME_TO_FIRST_CHUNK = (
@@ -71,6 +70,8 @@ def ensure_installed() -> None:
 
 def install() -> None:
     """Install the two sensors and the guard sensors (idempotent)."""
+    from . import _guards  # here, not at the top: _guards imports (through _recorder) this module
+
     with _lock:
         if _installed:
             return
@@ -86,6 +87,8 @@ def install() -> None:
 
 def remove() -> None:
     """Restore the exact original objects."""
+    from . import _guards  # see install()
+
     with _lock:
         for owner, attribute, original in reversed(_installed):
             setattr(owner, attribute, original)
