@@ -191,3 +191,6 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert "usage: python -m streamscope export-dashboards [-h] [--force] DIR" in text
     assert "provisioning/dashboards.yaml" in text
+    words = " ".join(text.split())  # as argparse wraps it at any terminal width
+    assert "positional arguments: DIR folder to write to (created if missing) options:" in words
+    assert "--force overwrite files that already exist in DIR provisioning/" in words
