@@ -8,24 +8,36 @@ loopback server).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from types import CoroutineType
 from typing import Any
 
 import anyio
 import pytest
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.concurrency import ConcurrencyLimit, ConcurrencyLimiter
 from pydantic_ai.exceptions import ConcurrencyLimitExceeded, ContentFilterError, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
-from pydantic_ai.models import Model
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import UsageLimits
 
 import streamscope
@@ -170,6 +182,65 @@ def unchanged_message(run: Callable[[], Any]) -> str:
     with pytest.raises(Exception) as raised:  # noqa: PT011 - any exception: the text is compared
         anyio.run(run)
     return str(raised.value)
+
+
+def assert_reported_once(
+    otel: Otel,
+    caplog: pytest.LogCaptureFixture,
+    attributes: dict[str, Any],
+    *,
+    body: str,
+    text: str,
+    counted: dict[str, Any],
+) -> None:
+    """Exactly one violation on each of the four channels, each saying exactly this: the span event's and the log
+    record's attributes, the log record's body, the `streamscope.policy` warning's text, the counter's point."""
+    events = [(s, e) for s in otel.spans() for e in s.events if e.name == VIOLATION]
+    assert [dict(e.attributes or {}) for _, e in events] == [attributes]
+    [(span, _)] = events
+    [log] = [r.log_record for r in otel.logs() if r.log_record.event_name == VIOLATION]
+    assert dict(log.attributes or {}) == attributes
+    assert log.body == body
+    assert (log.severity_number, log.severity_text) == (SeverityNumber.WARN, "WARN")
+    assert span.context is not None
+    assert (log.trace_id, log.span_id) == (span.context.trace_id, span.context.span_id)
+    [warning] = [r for r in caplog.records if r.name == "streamscope.policy"]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == text
+    assert warning.__dict__["streamscope_policy"] == attributes["streamscope.policy.name"]
+    assert warning.__dict__["streamscope_call_site"] == attributes.get("streamscope.policy.call_site")
+    assert warning.__dict__["streamscope_model_class"] == attributes.get("streamscope.policy.model_class")
+    assert warning.__dict__["streamscope_model"] == attributes.get("gen_ai.request.model")
+    assert warning.__dict__["streamscope_provider"] == attributes.get("gen_ai.provider.name")
+    assert [(a, p.value) for a, p in otel.metrics()[METRIC]] == [(counted, 1)]
+
+
+def site_of(function: Callable[..., Any], marker: str) -> dict[str, Any]:
+    """The `code.*` attributes and call site of the one line of `function` containing `marker` (besides the line
+    asking for it)."""
+    lines, first = inspect.getsourcelines(function)
+    [line] = [first + i for i, text in enumerate(lines) if marker in text and "site_of(" not in text]
+    return {
+        "code.function.name": f"{function.__module__}.{function.__qualname__}",
+        "code.file.path": function.__code__.co_filename,
+        "code.line.number": line,
+        "streamscope.policy.call_site": f"{function.__module__}:{function.__qualname__}:{line}",
+    }
+
+
+def pydantic_ai_site(violation: dict[str, Any]) -> str:
+    """Take the `code.*` attributes and call site out of `violation` (where Pydantic AI's own code called the guard,
+    so its line varies by version), check they agree, and return the qualified function name."""
+    function = violation.pop("code.function.name")
+    path = violation.pop("code.file.path")
+    line = violation.pop("code.line.number")
+    call_site = violation.pop("streamscope.policy.call_site")
+    module, qualname, _ = call_site.split(":")
+    assert call_site == f"{module}:{qualname}:{line}"
+    assert function == f"{module}.{qualname}"
+    assert isinstance(line, int)
+    assert str(path).endswith(".py")
+    return function
 
 
 # --- usage limits -----------------------------------------------------------------------------------------------
@@ -332,19 +403,28 @@ async def test_a_full_concurrency_queue_is_one_violation(guarded: Guarded) -> No
         refused.append(raised.value)
         release.set()
     [violation] = guarded.violations("concurrency_limit")
-    assert violation["streamscope.policy.limit.name"] == "max_queued"
-    assert violation["streamscope.policy.limit.value"] == 1
-    assert violation["streamscope.policy.limiter.max_running"] == 1
+    site = pydantic_ai_site(violation)
+    assert violation == {
+        "streamscope.policy.name": "concurrency_limit",
+        "streamscope.policy.message": "Concurrency queue depth (1) exceeds max_queued (0) for agent:agent",
+        "streamscope.policy.limit.name": "max_queued",
+        "streamscope.policy.limit.value": 1,
+        "streamscope.policy.limiter.max_running": 1,
+        "streamscope.policy.limiter.source": "agent:agent",  # an unnamed limiter: no limiter.name
+        "error.type": "pydantic_ai.exceptions.ConcurrencyLimitExceeded",
+    }
+    assert site.startswith("pydantic_ai.")  # Pydantic AI's own code acquired the agent's limiter
     assert violation["streamscope.policy.message"] == str(refused[0])
-    assert violation["error.type"] == "pydantic_ai.exceptions.ConcurrencyLimitExceeded"
     assert guarded.all_violations() == 1
 
 
 async def test_a_named_limiter_and_its_source_are_reported(otel: Otel, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
     streamscope.instrument(**otel.providers)
     try:
         limiter = ConcurrencyLimiter(max_running=1, max_queued=1, name="shared-llm-pool")
         done = anyio.Event()
+        refused: list[ConcurrencyLimitExceeded] = []
 
         async def hold() -> None:  # slots belong to tasks in Pydantic AI 2.0: each acquisition in its own
             await limiter.acquire("model:gpt-4o")
@@ -360,33 +440,173 @@ async def test_a_named_limiter_and_its_source_are_reported(otel: Otel, caplog: p
             await anyio.wait_all_tasks_blocked()
             tg.start_soon(wait_then_release)  # waits: the queue is now full
             await anyio.wait_all_tasks_blocked()
-            with pytest.raises(ConcurrencyLimitExceeded):
-                await limiter.acquire("model:gpt-4o")
+            with user_span(otel), pytest.raises(ConcurrencyLimitExceeded) as raised:
+                await limiter.acquire("model:gpt-4o")  # refused
+            refused.append(raised.value)
             done.set()
     finally:
         streamscope.uninstrument()
-    [log] = [r for r in otel.logs() if r.log_record.event_name == VIOLATION]
-    attributes = dict(log.log_record.attributes or {})
-    assert attributes["streamscope.policy.limiter.name"] == "shared-llm-pool"
-    assert attributes["streamscope.policy.limiter.source"] == "model:gpt-4o"
-    assert attributes["streamscope.policy.limit.value"] == 2
+    message = "Concurrency queue depth (2) exceeds max_queued (1) for shared-llm-pool"
+    assert [str(error) for error in refused] == [message]
+    # where the request was refused: the code that called acquire()
+    site = site_of(test_a_named_limiter_and_its_source_are_reported, "# refused")
+    call_site = site["streamscope.policy.call_site"]
+    attributes = {
+        "streamscope.policy.name": "concurrency_limit",
+        "streamscope.policy.message": message,
+        "streamscope.policy.limit.name": "max_queued",
+        "streamscope.policy.limit.value": 2,  # the queue depth this acquisition would have made
+        "streamscope.policy.limiter.max_running": 1,
+        "streamscope.policy.limiter.name": "shared-llm-pool",
+        "streamscope.policy.limiter.source": "model:gpt-4o",
+        "error.type": "pydantic_ai.exceptions.ConcurrencyLimitExceeded",
+        **site,
+    }
+    summary = "request refused by a concurrency limiter's full queue"
+    assert_reported_once(
+        otel,
+        caplog,
+        attributes,
+        body=f"Request refused by a concurrency limiter's full queue at {call_site}: {message}",
+        text=f"Policy violation: {summary} ({message}) at {call_site}",
+        counted={"streamscope.policy.name": "concurrency_limit", "streamscope.policy.limit.name": "max_queued"},
+    )
+
+
+class OpaqueLimiter(ConcurrencyLimiter):
+    """A limiter that does not tell its queue depth or its size: reading them raises AttributeError."""
+
+    @property
+    def waiting_count(self) -> int:
+        raise AttributeError("waiting_count")
+
+    @property
+    def max_running(self) -> int:
+        raise AttributeError("max_running")
+
+
+class UnnamableLimiter(ConcurrencyLimiter):
+    """A limiter whose name cannot be read."""
+
+    @property
+    def name(self) -> str | None:
+        raise LookupError("no name")
+
+
+async def refused_acquisition(limiter: ConcurrencyLimiter, otel: Otel) -> ConcurrencyLimitExceeded:
+    """Fill `limiter` (one slot, no queue) from another task, then have one more acquisition refused here."""
+    holding, done = anyio.Event(), anyio.Event()
+    refused: list[ConcurrencyLimitExceeded] = []
+
+    async def hold() -> None:
+        await limiter.acquire("model:held")
+        holding.set()
+        await done.wait()
+        limiter.release()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold)
+        await holding.wait()
+        with user_span(otel), pytest.raises(ConcurrencyLimitExceeded) as raised:
+            await limiter.acquire("model:refused")
+        refused.append(raised.value)
+        done.set()
+    [error] = refused
+    return error
+
+
+async def test_a_limiter_not_telling_its_counts_is_reported_without_them(
+    otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    streamscope.instrument(**otel.providers)
+    error = await refused_acquisition(OpaqueLimiter(max_running=1, max_queued=0), otel)
+    message = "Concurrency queue depth (1) exceeds max_queued (0) for model:refused"
+    assert str(error) == message
+    site = site_of(refused_acquisition, 'acquire("model:refused")')
+    call_site = site["streamscope.policy.call_site"]
+    attributes = {
+        "streamscope.policy.name": "concurrency_limit",
+        "streamscope.policy.message": message,
+        "streamscope.policy.limit.name": "max_queued",  # neither its value nor the limiter's size: unknown
+        "streamscope.policy.limiter.source": "model:refused",
+        "error.type": "pydantic_ai.exceptions.ConcurrencyLimitExceeded",
+        **site,
+    }
+    assert_reported_once(
+        otel,
+        caplog,
+        attributes,
+        body=f"Request refused by a concurrency limiter's full queue at {call_site}: {message}",
+        text=f"Policy violation: request refused by a concurrency limiter's full queue ({message}) at {call_site}",
+        counted={"streamscope.policy.name": "concurrency_limit", "streamscope.policy.limit.name": "max_queued"},
+    )
+
+
+async def test_a_limiter_failing_to_describe_itself_is_an_internal_error(
+    otel: Otel, caplog: pytest.LogCaptureFixture, internal_errors: list[logging.LogRecord]
+) -> None:
+    """The refusal reaches the caller unchanged; streamscope logs its own failure (with the traceback) instead of
+    a violation it cannot describe."""
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    streamscope.instrument(**otel.providers)
+    error = await refused_acquisition(UnnamableLimiter(max_running=1, max_queued=0), otel)
+    assert type(error) is ConcurrencyLimitExceeded
+    assert str(error) == "Concurrency queue depth (1) exceeds max_queued (0) for model:refused"
+    [record] = internal_errors
+    assert (record.name, record.levelno) == ("streamscope.internal", logging.WARNING)
+    expected = "streamscope failed while recording a concurrency-limit policy violation; the stream is unaffected"
+    assert record.getMessage() == expected
+    assert record.exc_info is not None
+    assert type(record.exc_info[1]) is LookupError
+    assert str(record.exc_info[1]) == "no name"
+    assert [e for s in otel.spans() for e in s.events if e.name == VIOLATION] == []
+    assert otel.logs() == []
+    assert [r for r in caplog.records if r.name == "streamscope.policy"] == []
+    assert METRIC not in otel.metrics()
 
 
 # --- content filters --------------------------------------------------------------------------------------------
-def filtered(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    return ModelResponse(parts=[TextPart("I can")], finish_reason="content_filter", model_name="guarded-v1")
+FILTERED_SUMMARY = "response filtered by the provider's content filter"
+REFUSED_SUMMARY = "request refused by the provider's content filter"
+FUNCTION_MODEL_COUNTED = {
+    "streamscope.policy.name": "content_filter",
+    "gen_ai.provider.name": "function",
+    "gen_ai.request.model": "guarded",
+}
 
 
-async def test_a_filtered_non_streamed_response_is_one_violation(guarded: Guarded) -> None:
+@pytest.mark.parametrize("response_id", ["resp-1", ""], ids=["with an id", "with an empty id"])
+async def test_a_filtered_non_streamed_response_is_one_violation(guarded: Guarded, response_id: str) -> None:
+    def filtered(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(
+            parts=[TextPart("I can")],
+            finish_reason="content_filter",
+            model_name="guarded-v1",
+            provider_response_id=response_id,
+        )
+
     agent = guarded.agent(FunctionModel(filtered, model_name="guarded"))
     with user_span(guarded.otel):
         await agent.run("hi")
-    [violation] = guarded.violations("content_filter")
-    assert violation["streamscope.policy.message"] == "finish_reason=content_filter"
-    assert violation["streamscope.policy.model_class"] == "FunctionModel"
-    assert violation["gen_ai.request.model"] == "guarded"
-    assert violation["gen_ai.response.model"] == "guarded"  # FunctionModel names its responses after itself
-    assert guarded.all_violations() == 1
+    attributes = {
+        "streamscope.policy.name": "content_filter",
+        "streamscope.policy.message": "finish_reason=content_filter",
+        "streamscope.policy.model_class": "FunctionModel",
+        "gen_ai.provider.name": "function",
+        "gen_ai.request.model": "guarded",
+        "gen_ai.response.model": "guarded",  # FunctionModel names its responses after itself
+    }
+    if response_id:  # an empty id says nothing: left out
+        attributes["gen_ai.response.id"] = response_id
+    assert_reported_once(
+        guarded.otel,
+        guarded.caplog,
+        attributes,
+        body="Response filtered by the provider's content filter: finish_reason=content_filter",
+        text=f"Policy violation: {FILTERED_SUMMARY} (finish_reason=content_filter) for FunctionModel guarded",
+        counted=FUNCTION_MODEL_COUNTED,
+    )
 
 
 async def test_an_empty_filtered_response_raising_in_the_agent_is_one_violation(guarded: Guarded) -> None:
@@ -426,14 +646,238 @@ async def test_a_content_filter_error_raised_by_a_model_is_one_violation(guarded
             async with agent.run_stream("hi") as result:
                 await result.get_output()
     assert caught.value is raised[0]
-    [violation] = guarded.violations("content_filter")
-    assert violation["streamscope.policy.message"] == "Content filter triggered: the request was refused"
-    assert "refused" not in str(violation.get("streamscope.policy.call_site", ""))
-    assert guarded.all_violations() == 1
-    if where != "request":
-        spans = guarded.otel.stream_spans()
-        assert len(spans) == 1
-        assert [e.name for e in spans[0].events].count(VIOLATION) == 1
+    message = "Content filter triggered: the request was refused"
+    attributes: dict[str, Any] = {
+        "streamscope.policy.name": "content_filter",
+        "streamscope.policy.message": message,
+        "streamscope.policy.model_class": "FunctionModel",
+        "gen_ai.provider.name": "function",
+        "gen_ai.request.model": "guarded",
+    }
+    if where == "stream":  # the stream had begun: the answer was filtered, reported as the stream ends
+        attributes["gen_ai.response.model"] = "guarded"
+        body = f"Response filtered by the provider's content filter: {message}"
+        text = f"Policy violation: {FILTERED_SUMMARY} ({message}) for FunctionModel guarded"
+    else:  # where the model raised it (not where it was made, nor the model's call of the function)
+        site = site_of(request if where == "request" else stream, "raise refuse()")
+        attributes |= {"error.type": "pydantic_ai.exceptions.ContentFilterError", **site}
+        call_site = site["streamscope.policy.call_site"]
+        body = f"Request refused by the provider's content filter at {call_site}: {message}"
+        text = f"Policy violation: {REFUSED_SUMMARY} ({message}) for FunctionModel guarded at {call_site}"
+    assert_reported_once(guarded.otel, guarded.caplog, attributes, body=body, text=text, counted=FUNCTION_MODEL_COUNTED)
+    if where != "request":  # on the stream's span
+        [span] = guarded.otel.stream_spans()
+        assert [e.name for e in span.events].count(VIOLATION) == 1
+
+
+class RefusingClient:
+    """A provider's client refusing every request."""
+
+    async def complete(self, messages: list[ModelMessage]) -> ModelResponse:
+        raise ContentFilterError("Content filter triggered: the request was refused", body="{}")
+
+
+class ClientModel(Model):
+    """A thin adapter: its `request` hands back its client's coroutine, so no frame of the model itself is in the
+    traceback of what the client raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client = RefusingClient()
+
+    @property
+    def model_name(self) -> str:
+        return "adapter-1"
+
+    @property
+    def system(self) -> str:
+        return "adapter"
+
+    def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> CoroutineType[Any, Any, ModelResponse]:
+        return self.client.complete(messages)
+
+
+async def test_a_violation_no_frame_of_the_model_raised_is_the_instrumented_models(
+    otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Named after the model `instrument()` wrapped (not streamscope's wrapper), at the client's raise."""
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    agent = Agent(streamscope.instrument(ClientModel(), **otel.providers))
+    with user_span(otel), pytest.raises(ContentFilterError):
+        await agent.run("hi")
+    message = "Content filter triggered: the request was refused"
+    site = site_of(RefusingClient.complete, "raise ContentFilterError")
+    call_site = site["streamscope.policy.call_site"]
+    assert_reported_once(
+        otel,
+        caplog,
+        {
+            "streamscope.policy.name": "content_filter",
+            "streamscope.policy.message": message,
+            "streamscope.policy.model_class": "ClientModel",
+            "error.type": "pydantic_ai.exceptions.ContentFilterError",
+            "gen_ai.provider.name": "adapter",
+            "gen_ai.request.model": "adapter-1",
+            **site,
+        },
+        body=f"Request refused by the provider's content filter at {call_site}: {message}",
+        text=f"Policy violation: {REFUSED_SUMMARY} ({message}) for ClientModel adapter-1 at {call_site}",
+        counted={
+            "streamscope.policy.name": "content_filter",
+            "gen_ai.provider.name": "adapter",
+            "gen_ai.request.model": "adapter-1",
+        },
+    )
+
+
+# --- instrumented models inside instrumented models ---------------------------------------------------------------
+@pytest.fixture
+def inner_otel() -> Iterator[Otel]:
+    """A second in-memory pipeline: the inner model's own telemetry."""
+    spans_exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans_exporter))
+    metric_reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[metric_reader])
+    logs_exporter = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs_exporter))
+    yield Otel(tracer_provider, meter_provider, logger_provider, spans_exporter, metric_reader, logs_exporter)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+    logger_provider.shutdown()
+
+
+def assert_nothing_recorded(otel: Otel) -> None:
+    assert otel.spans() == []
+    assert otel.logs() == []
+    assert otel.metrics() == {}
+
+
+@pytest.mark.parametrize("violation", ["filtered response", "raised content filter"])
+async def test_a_violation_inside_nested_instrumented_models_is_the_outer_ones_once(
+    otel: Otel, inner_otel: Otel, caplog: pytest.LogCaptureFixture, violation: str
+) -> None:
+    """An instrumented model in a `FallbackModel` instrumented itself: the outermost `instrument()` reports
+    everything about the request, the violation once (the inner one records it, as it saw it first, with the outer
+    one's telemetry, and tells the outer one, which passes it on)."""
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if violation == "raised content filter":
+            raise ContentFilterError("refused", body="{}")
+        return ModelResponse(parts=[TextPart("I can")], finish_reason="content_filter")
+
+    inner = streamscope.instrument(FunctionModel(answer, model_name="guarded"), **inner_otel.providers)
+    agent = Agent(streamscope.instrument(FallbackModel(inner), **otel.providers))
+    with user_span(otel):
+        if violation == "raised content filter":
+            with pytest.raises(ContentFilterError):
+                await agent.run("hi")
+        else:
+            await agent.run("hi")
+    attributes: dict[str, Any] = {
+        "streamscope.policy.name": "content_filter",
+        "streamscope.policy.model_class": "FunctionModel",
+        "gen_ai.provider.name": "function",
+        "gen_ai.request.model": "guarded",
+    }
+    if violation == "raised content filter":
+        site = site_of(answer, "raise ContentFilterError")
+        call_site = site["streamscope.policy.call_site"]
+        attributes |= {
+            "streamscope.policy.message": "refused",
+            "error.type": "pydantic_ai.exceptions.ContentFilterError",
+            **site,
+        }
+        body = f"Request refused by the provider's content filter at {call_site}: refused"
+        text = f"Policy violation: {REFUSED_SUMMARY} (refused) for FunctionModel guarded at {call_site}"
+    else:
+        attributes |= {"streamscope.policy.message": "finish_reason=content_filter", "gen_ai.response.model": "guarded"}
+        body = "Response filtered by the provider's content filter: finish_reason=content_filter"
+        text = f"Policy violation: {FILTERED_SUMMARY} (finish_reason=content_filter) for FunctionModel guarded"
+    assert_reported_once(otel, caplog, attributes, body=body, text=text, counted=FUNCTION_MODEL_COUNTED)
+    assert_nothing_recorded(inner_otel)
+
+
+class AnswersByStreaming(Model):
+    """A model answering each request by streaming from another model (its source, which it does not wrap)."""
+
+    def __init__(self, source: Model) -> None:
+        super().__init__()
+        self.source = source
+
+    @property
+    def model_name(self) -> str:
+        return self.source.model_name
+
+    @property
+    def system(self) -> str:
+        return self.source.system
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        async with self.source.request_stream(messages, model_settings, model_request_parameters) as stream:
+            async for _ in stream:
+                pass
+        return stream.get()
+
+
+async def test_a_stream_inside_an_instrumented_request_is_the_outer_models_span(otel: Otel, inner_otel: Otel) -> None:
+    """A request of an instrumented model that streams from another instrumented model: the stream is one span,
+    with the outer model's telemetry (the outer layer owns nothing of it: it is no stream of its own)."""
+    inner = streamscope.instrument(
+        FunctionModel(stream_function=many_words, model_name="guarded"), **inner_otel.providers
+    )
+    agent = Agent(streamscope.instrument(AnswersByStreaming(inner), **otel.providers))
+    result = await agent.run("hi")
+    assert result.output == "one two three four five six seven eight nine ten "
+    [span] = otel.stream_spans()
+    assert span.name == "chat guarded"
+    assert dict(span.attributes or {})["streamscope.stream.outcome"] == "complete"
+    assert otel.spans() == [span]
+    assert_nothing_recorded(inner_otel)
+
+
+async def test_a_raising_logging_filter_loses_no_violation_and_adds_none(
+    otel: Otel, caplog: pytest.LogCaptureFixture, internal_errors: list[logging.LogRecord]
+) -> None:
+    """A filter on `streamscope.policy` that raises: the warning is lost (an internal error says so), the span
+    event, log record and count are not, and the violation is still reported once by the two layers that see it."""
+
+    class RaisingFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            raise LookupError("filter")
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("I can")], finish_reason="content_filter")
+
+    raising = RaisingFilter()
+    policy_logger = logging.getLogger("streamscope.policy")
+    policy_logger.addFilter(raising)
+    try:
+        agent = Agent(_both(FunctionModel(answer, model_name="guarded"), otel))
+        with user_span(otel):
+            await agent.run("hi")
+    finally:
+        policy_logger.removeFilter(raising)
+    [event] = [e for s in otel.spans() for e in s.events if e.name == VIOLATION]
+    [log] = [r.log_record for r in otel.logs() if r.log_record.event_name == VIOLATION]
+    assert dict(log.attributes or {}) == dict(event.attributes or {})
+    assert [(a, p.value) for a, p in otel.metrics()[METRIC]] == [(FUNCTION_MODEL_COUNTED, 1)]
+    [record] = internal_errors
+    assert record.getMessage() == "streamscope failed while logging a policy violation; the stream is unaffected"
+    assert record.exc_info is not None
+    assert type(record.exc_info[1]) is LookupError
 
 
 # --- removal ----------------------------------------------------------------------------------------------------

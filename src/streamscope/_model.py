@@ -82,19 +82,23 @@ def _request_stream(
     )
 
 
-async def _request_recording_violations(self: StreamscopeModel, name: str, args: Any, kwargs: Any) -> Any:
-    """Call the wrapped model's method `name`, recording each policy violation in it (a denial, a content filter)."""
+async def _request_recording_violations(wrapper: StreamscopeModel, name: str, args: Any, kwargs: Any) -> Any:
+    """Call the wrapped model's method `name`, recording each policy violation in it (a denial, a content filter).
+
+    Not `self`: a violation is attributed to the innermost frame's `self` that is a model, and this frame (in
+    every violation's traceback) must not name the wrapper when no frame of the wrapped model does.
+    """
     above = current_claim()
-    mine = RequestClaim(self.telemetry if above is None else above.telemetry, owning=False)
+    mine = RequestClaim(wrapper.telemetry if above is None else above.telemetry, owning=False)
     token = place(mine)
     try:
-        result = await getattr(self.wrapped, name)(*args, **kwargs)
+        result = await getattr(wrapper.wrapped, name)(*args, **kwargs)
     except Exception as error:
-        note_denials(error, mine.telemetry, mine, above, self.wrapped)
+        note_denials(error, mine.telemetry, mine, above, wrapper.wrapped)
         raise
     finally:
         withdraw(token)
-    note_filtered_response(result, mine.telemetry, mine, above, self.wrapped)
+    note_filtered_response(result, mine.telemetry, mine, above, wrapper.wrapped)
     return result
 
 

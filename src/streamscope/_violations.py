@@ -110,17 +110,20 @@ def report_violation(
         telemetry.metrics.policy_violations.add(1, counter_attributes)
     model = attributes.get(n.GEN_AI_REQUEST_MODEL)
     subject = " ".join(str(part) for part in (model_class, model) if part)
-    policy_logger.warning(
-        "Policy violation: %s (%s)%s%s",
-        summary,
-        message,
-        f" for {subject}" if subject else "",
-        where,
-        extra={
-            "streamscope_policy": policy,
-            "streamscope_call_site": call_site,
-            "streamscope_model_class": model_class,
-            "streamscope_model": model,
-            "streamscope_provider": attributes.get(n.GEN_AI_PROVIDER_NAME),
-        },
-    )
+    # A logging filter may raise: the violation is still reported once (the caller would otherwise not tell the
+    # streamscope layer above it, which would report it again).
+    with _reporting("logging a policy violation"):
+        policy_logger.warning(
+            "Policy violation: %s (%s)%s%s",
+            summary,
+            message,
+            f" for {subject}" if subject else "",
+            where,
+            extra={
+                "streamscope_policy": policy,
+                "streamscope_call_site": call_site,
+                "streamscope_model_class": model_class,
+                "streamscope_model": model,
+                "streamscope_provider": attributes.get(n.GEN_AI_PROVIDER_NAME),
+            },
+        )
