@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +102,9 @@ def sum_value(points: list[tuple[dict[str, Any], Any]], **match: Any) -> int | f
     return total
 
 
-@pytest.fixture
-def otel() -> Iterator[Otel]:
+@contextlib.contextmanager
+def in_memory_pipeline() -> Generator[Otel]:
+    """Tracer, meter and logger providers exporting to the SDK's in-memory exporters; shut down afterwards."""
     spans_exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans_exporter))
@@ -115,6 +117,12 @@ def otel() -> Iterator[Otel]:
     tracer_provider.shutdown()
     meter_provider.shutdown()
     logger_provider.shutdown()
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    with in_memory_pipeline() as pipeline:
+        yield pipeline
 
 
 @pytest.fixture

@@ -20,13 +20,6 @@ from typing import Any
 import anyio
 import pytest
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.concurrency import ConcurrencyLimit, ConcurrencyLimiter
 from pydantic_ai.exceptions import ConcurrencyLimitExceeded, ContentFilterError, UsageLimitExceeded
@@ -43,7 +36,7 @@ from pydantic_ai.usage import UsageLimits
 import streamscope
 from streamscope import _guards
 from tests.composition import PYDANTIC_AI_VERSION
-from tests.conftest import Otel, sum_value
+from tests.conftest import Otel, in_memory_pipeline, sum_value
 from tests.openai_server import OpenAIStubServer
 
 pytestmark = pytest.mark.anyio
@@ -739,18 +732,8 @@ async def test_a_violation_no_frame_of_the_model_raised_is_the_instrumented_mode
 @pytest.fixture
 def inner_otel() -> Iterator[Otel]:
     """A second in-memory pipeline: the inner model's own telemetry."""
-    spans_exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans_exporter))
-    metric_reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[metric_reader])
-    logs_exporter = InMemoryLogRecordExporter()
-    logger_provider = LoggerProvider()
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs_exporter))
-    yield Otel(tracer_provider, meter_provider, logger_provider, spans_exporter, metric_reader, logs_exporter)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
-    logger_provider.shutdown()
+    with in_memory_pipeline() as pipeline:
+        yield pipeline
 
 
 def assert_nothing_recorded(otel: Otel) -> None:
