@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,16 @@ import pydantic_ai.models
 import pytest
 from opentelemetry.trace import StatusCode
 from pydantic_ai import Agent
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.settings import ModelSettings
 
 import streamscope
-from tests.conftest import Otel
+from tests.conftest import Otel, in_memory_pipeline
 from tests.helpers_reliability import (
     OUTCOME,
     messages,
@@ -39,6 +42,7 @@ from tests.helpers_reliability import (
     open_stream,
 )
 from tests.openai_server import OpenAIStubServer, StubResponse
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
@@ -223,6 +227,94 @@ async def test_a_denial_is_recorded_once_however_many_layers_instrument_the_mode
     if path in STREAMING_PATHS:
         (span,) = instrumented.stream_spans()  # one stream span, not one per layer
         assert dict(span.attributes or {})[OUTCOME] == "error"
+
+
+class RouterModel(Model):
+    """A third party's router: a `Model` (not a wrapper) passing each request on to the model it picked."""
+
+    def __init__(self, route: Model) -> None:
+        super().__init__()
+        self.route = route
+
+    @property
+    def model_name(self) -> str:
+        return "router-1"
+
+    @property
+    def system(self) -> str:
+        return "router"
+
+    async def request(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        return await self.route.request(*args, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamedResponse]:
+        async with self.route.request_stream(*args, **kwargs) as stream:
+            yield stream
+
+
+@pytest.mark.parametrize("router", [FallbackModel, RouterModel])
+@pytest.mark.parametrize("path", ["request", "Agent.run", "request_stream"])
+async def test_a_denial_deep_in_layers_is_the_outermost_telemetrys_once(
+    instrumented: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    router: Callable[[Model], Model],
+) -> None:
+    """`instrument(model, <own providers>)` around a router, all inside process-wide instrumentation (which also
+    instruments a third party's router): each streamscope layer sees the denial; it is recorded once (by the
+    innermost, which saw it first), for the model that raised it, in the outermost layer's telemetry, and nothing
+    goes to the process-wide pipeline."""
+    with in_memory_pipeline() as outer:
+        model = streamscope.instrument(router(openai_model(server)), **outer.providers)
+        monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+        error = await denied(path, model)
+        assert raised_by_the_policy(error.exceptions[0] if isinstance(error, BaseExceptionGroup) else error)
+        assert metric_total(outer, VIOLATIONS) == 1
+        (log,) = violation_logs(outer)
+        assert dict(log.attributes or {})["streamscope.policy.model_class"] == "OpenAIChatModel"
+        assert dict(log.attributes or {})["gen_ai.request.model"] == "gpt-4o"
+        assert len(denials(policy_log.records)) == 1
+        assert instrumented.logs() == []
+        assert metric_total(instrumented, VIOLATIONS) == 0
+        assert instrumented.spans() == []
+        assert len(outer.stream_spans()) == (1 if path in STREAMING_PATHS else 0)
+
+
+WordModel: type[Any] = make_model_class(WordStream)
+
+
+class StreamingOnlyModel(WordModel):
+    """A third party's model that only speaks streaming: its `request` reads its own `request_stream`."""
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        async with self.request_stream(messages, model_settings, model_request_parameters) as stream:
+            async for _ in stream:
+                pass
+        return stream.get()
+
+
+@pytest.mark.parametrize("layers", ["process-wide", "instrument(model) inside process-wide"])
+async def test_a_request_made_of_the_models_own_stream_is_one_stream_span(instrumented: Otel, layers: str) -> None:
+    """The layer recording `request`'s violations does not own the request: the stream the model opens inside it is
+    instrumented, once, with the outermost layer's telemetry."""
+    with in_memory_pipeline() as outer:
+        model: Model = StreamingOnlyModel()
+        expected = instrumented
+        if layers != "process-wide":
+            model, expected = streamscope.instrument(model, **outer.providers), outer
+        response = await Agent(model).run("hi")
+        assert response.output == "one two three"
+        (span,) = expected.stream_spans()
+        assert dict(span.attributes or {})["gen_ai.usage.output_tokens"] == 3
+        assert (outer if expected is instrumented else instrumented).spans() == []
 
 
 # --- allowed requests, and the policy flipping under load ------------------------------------------------------------

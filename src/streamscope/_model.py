@@ -13,9 +13,8 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 from . import _guards
-from ._claims import RequestClaim, current_claim, place, withdraw
 from ._opening import InstrumentedRequestStream
-from ._policy import note_denials, note_filtered_response
+from ._policy import request_recording_violations
 from ._sensors import chain_has_instrumented_model, ensure_installed
 from ._telemetry import Telemetry
 
@@ -83,23 +82,9 @@ def _request_stream(
 
 
 async def _request_recording_violations(wrapper: StreamscopeModel, name: str, args: Any, kwargs: Any) -> Any:
-    """Call the wrapped model's method `name`, recording each policy violation in it (a denial, a content filter).
-
-    Not `self`: a violation is attributed to the innermost frame's `self` that is a model, and this frame (in
-    every violation's traceback) must not name the wrapper when no frame of the wrapped model does.
-    """
-    above = current_claim()
-    mine = RequestClaim(wrapper.telemetry if above is None else above.telemetry, owning=False)
-    token = place(mine)
-    try:
-        result = await getattr(wrapper.wrapped, name)(*args, **kwargs)
-    except Exception as error:
-        note_denials(error, mine.telemetry, mine, above, wrapper.wrapped)
-        raise
-    finally:
-        withdraw(token)
-    note_filtered_response(result, mine.telemetry, mine, above, wrapper.wrapped)
-    return result
+    """Call the wrapped model's method `name`, recording each policy violation in it (a denial, a content filter)."""
+    wrapped = wrapper.wrapped
+    return await request_recording_violations(wrapper.telemetry, getattr(wrapped, name), args, kwargs, wrapped)
 
 
 def _denial_recording(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:  # pragma: no mutate block

@@ -26,10 +26,10 @@ from pydantic_ai.models import Model, StreamedResponse
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.wrapper import WrapperModel
 
-from ._claims import RequestClaim, current_claim, place, withdraw
+from ._claims import current_claim
 from ._model import REQUEST_METHODS
 from ._opening import InstrumentedRequestStream, start_recorder
-from ._policy import note_denials, note_filtered_response
+from ._policy import request_recording_violations
 from ._recorder import StreamRecorder
 from ._safety import report_internal_error
 from ._stream import hand_out_iterator, mark_instrumented, recorder_of
@@ -191,23 +191,7 @@ class ProcessPatches:
     def _request_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Coroutine[Any, Any, Any]:
-        return self._recording_denials(wrapped, instance, args, kwargs)
-
-    async def _recording_denials(
-        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        above = current_claim()
-        mine = RequestClaim(self.telemetry if above is None else above.telemetry, owning=False)
-        token = place(mine)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except Exception as error:
-            note_denials(error, mine.telemetry, mine, above, instance)
-            raise
-        finally:
-            withdraw(token)
-        note_filtered_response(result, mine.telemetry, mine, above, instance)
-        return result
+        return request_recording_violations(self.telemetry, wrapped, args, kwargs, instance)
 
     def _aiter_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -14,7 +14,7 @@ They are recognised where they surface, at the request boundaries streamscope wr
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import CodeType, FrameType, TracebackType
 from typing import Any
 
@@ -24,7 +24,7 @@ from pydantic_ai.exceptions import ContentFilterError
 from pydantic_ai.messages import ModelResponse
 
 from . import _names as n
-from ._claims import RequestClaim
+from ._claims import RequestClaim, current_claim, place, withdraw
 from ._events import Attributes
 from ._safety import report_internal_error
 from ._stream import model_attributes
@@ -73,6 +73,34 @@ def denials_in(error: BaseException) -> Iterator[BaseException]:
         isinstance(error, RuntimeError) and innermost_code(error) is _CHECK_CODE
     ):
         yield error
+
+
+async def request_recording_violations(
+    telemetry: Telemetry,
+    method: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    boundary_model: Any,
+) -> Any:
+    """Await `method(*args, **kwargs)`, a request of `boundary_model`, as one streamscope layer: record each policy
+    violation in it (a denial, a content filter) that no layer below recorded, and tell the layer above.
+
+    The layer does not own the request: a stream opened inside it is instrumented by the layer opening it. What
+    is recorded goes to the outermost layer's telemetry. No `self` here: a violation is attributed to the innermost
+    frame's `self` that is a model, and this frame is in every violation's traceback.
+    """
+    above = current_claim()
+    mine = RequestClaim(telemetry if above is None else above.telemetry, owning=False)
+    token = place(mine)
+    try:
+        result = await method(*args, **kwargs)
+    except Exception as error:
+        note_denials(error, mine.telemetry, mine, above, boundary_model)
+        raise
+    finally:
+        withdraw(token)
+    note_filtered_response(result, mine.telemetry, mine, above, boundary_model)
+    return result
 
 
 def note_denials(
