@@ -31,7 +31,7 @@ from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
-from pydantic_ai.usage import UsageLimits
+from pydantic_ai.usage import RunUsage, UsageLimits
 
 import streamscope
 from streamscope import _guards
@@ -286,6 +286,35 @@ async def test_input_tokens_over_the_limit_are_one_violation(guarded: Guarded) -
     name, threshold, value = limit_details(violation)
     assert (name, threshold) == ("input_tokens_limit", 2)
     assert f"input_tokens={value}" in str(raised.value)
+
+
+async def test_a_usage_limit_violation_names_the_limit_broken_not_one_only_reached(guarded: Guarded) -> None:
+    """Input tokens exactly at their limit (allowed: `check_tokens` raises above it) and output tokens over theirs:
+    the violation is the output-token limit's, and says so on every channel, word for word."""
+    agent = guarded.agent(function_model())
+    result = await agent.run("a prompt of several words")
+    found: Any = result.usage
+    usage: RunUsage = found if isinstance(found, RunUsage) else found()  # a method on the lowest Pydantic AI
+    limits = UsageLimits(input_tokens_limit=usage.input_tokens, output_tokens_limit=3)
+    with user_span(guarded.otel), pytest.raises(UsageLimitExceeded) as raised:
+        await agent.run("a prompt of several words", usage_limits=limits)
+    message = str(raised.value)
+    assert message.startswith(f"Exceeded the output_tokens_limit of 3 (output_tokens={usage.output_tokens})")
+    [violation] = guarded.violations("usage_limit")
+    call_site = violation["streamscope.policy.call_site"]
+    assert pydantic_ai_site(violation).startswith("pydantic_ai.")  # where Pydantic AI checks (varies by version)
+    assert violation == {
+        "streamscope.policy.name": "usage_limit",
+        "streamscope.policy.message": message,
+        "error.type": "pydantic_ai.exceptions.UsageLimitExceeded",
+        "streamscope.policy.limit.name": "output_tokens_limit",
+        "streamscope.policy.limit.threshold": 3,
+        "streamscope.policy.limit.value": usage.output_tokens,
+    }
+    [log] = [r.log_record for r in guarded.otel.logs() if r.log_record.event_name == VIOLATION]
+    assert log.body == f"Agent run stopped by its usage limits at {call_site}: {message}"
+    [warning] = [r for r in guarded.caplog.records if r.name == "streamscope.policy"]
+    assert warning.getMessage() == f"Policy violation: agent run stopped by its usage limits ({message}) at {call_site}"
 
 
 @pytest.mark.parametrize("streamed", [True, False], ids=["run_stream", "run"])

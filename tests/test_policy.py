@@ -291,7 +291,10 @@ async def test_non_streaming_request_denial(
 
     records = policy_records(policy_caplog)
     assert len(records) == 2
-    assert all(REQUEST_SITE.call_site in r.getMessage() for r in records)
+    assert [r.getMessage() for r in records] == [
+        f"Policy violation: model request denied by check_allow_model_requests ({MESSAGE}) for OpenAIChatModel"
+        f" gpt-4o at {REQUEST_SITE.call_site}"
+    ] * 2
 
     points = instrumented.metrics()[VIOLATIONS_METRIC]
     assert [attrs for attrs, _ in points] == [COUNTER_ATTRIBUTES]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -26,7 +27,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, check_allow_model_requests
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -34,7 +35,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
 import streamscope
-from tests.conftest import Otel, in_memory_pipeline
+from tests.conftest import Instrument, Otel, in_memory_pipeline
 from tests.helpers_reliability import (
     OUTCOME,
     messages,
@@ -283,6 +284,31 @@ async def test_a_denial_deep_in_layers_is_the_outermost_telemetrys_once(
         assert len(outer.stream_spans()) == (1 if path in STREAMING_PATHS else 0)
 
 
+@pytest.mark.parametrize("router", [FallbackModel, RouterModel])
+@pytest.mark.parametrize("path", ["request", "request_stream"])
+async def test_a_denial_behind_a_router_is_the_model_that_made_it(
+    otel: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    router: Callable[[Model], Model],
+) -> None:
+    """Only `instrument(router)`: the one streamscope layer sees the router, but the violation names the model whose
+    method called `check_allow_model_requests` (the innermost model frame in the traceback)."""
+    model = streamscope.instrument(router(openai_model(server)), **otel.providers)
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    await denied(path, model)
+    (log,) = violation_logs(otel)
+    attributes = dict(log.attributes or {})
+    assert attributes["streamscope.policy.model_class"] == "OpenAIChatModel"
+    assert (attributes["gen_ai.provider.name"], attributes["gen_ai.request.model"]) == ("openai", "gpt-4o")
+    (warning,) = denials(policy_log.records)
+    text = warning.getMessage()
+    assert " for OpenAIChatModel gpt-4o at pydantic_ai.models.openai" in text
+    assert f":OpenAIChatModel.{path}:" in text
+
+
 WordModel: type[Any] = make_model_class(WordStream)
 
 
@@ -315,6 +341,40 @@ async def test_a_request_made_of_the_models_own_stream_is_one_stream_span(instru
         (span,) = expected.stream_spans()
         assert dict(span.attributes or {})["gen_ai.usage.output_tokens"] == 3
         assert (outer if expected is instrumented else instrumented).spans() == []
+
+
+class FailureCountingModel(WordModel):
+    """A third party's model counting its failed requests before letting each error go on."""
+
+    failures = 0
+
+    async def request(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        try:
+            check_allow_model_requests()
+        except RuntimeError:
+            self.failures += 1
+            raise
+        raise NotImplementedError
+
+
+async def test_a_denial_caught_and_reraised_is_at_the_line_that_called_the_check(
+    otel: Otel, policy_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, instrument: Instrument
+) -> None:
+    """The call site is the line the traceback records for the calling frame, not the line that frame ended on."""
+    model = FailureCountingModel()
+    lines, first = inspect.getsourcelines(FailureCountingModel.request)
+    [line] = [first + i for i, text in enumerate(lines) if text.strip() == "check_allow_model_requests()"]
+    function = f"{FailureCountingModel.request.__module__}.{FailureCountingModel.request.__qualname__}"
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    await denied("request", instrument(model))
+    assert model.failures == 1
+    (log,) = violation_logs(otel)
+    attributes = dict(log.attributes or {})
+    assert (attributes["code.function.name"], attributes["code.line.number"]) == (function, line)
+    call_site = f"{__name__}:{FailureCountingModel.request.__qualname__}:{line}"
+    assert attributes["streamscope.policy.call_site"] == call_site
+    (warning,) = denials(policy_log.records)
+    assert warning.getMessage().endswith(f"at {call_site}")
 
 
 # --- allowed requests, and the policy flipping under load ------------------------------------------------------------
