@@ -4,6 +4,7 @@ test_dashboards_prometheus.py.)"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -225,6 +226,8 @@ def test_otlp_endpoint_argument_is_a_base_url_like_the_variable(
     assert isinstance(reader, PeriodicExportingMetricReader)
     assert reader._export_interval_millis == 30_000
     assert _exporters.otlp_endpoint_for("traces", "grpc", "http://127.0.0.1:4317") == "http://127.0.0.1:4317"
+    # only trailing slashes go: a path keeps every character it ends with
+    assert _exporters.otlp_endpoint_for("logs", "http/protobuf", "http://h:1/BOX//") == "http://h:1/BOX/v1/logs"
 
 
 def test_resource_from_environment_and_arguments(
@@ -310,6 +313,9 @@ async def test_prometheus_endpoint_serves_metrics_and_stops(configurations: list
     assert 'streamscope_streams_finished_total{gen_ai_operation_name="chat"' in text
     assert 'gen_ai_request_model="metered"' in text
     assert "gen_ai_client_operation_duration_seconds_bucket{" in text
+    # Served on the address asked for only: another loopback address (all of 127/8 is this host) is refused.
+    with pytest.raises(urllib.error.URLError):
+        await anyio.to_thread.run_sync(fetch, f"http://127.0.0.2:{port}/metrics")
     configuration.shutdown()
     configuration.shutdown()  # idempotent
     with pytest.raises(urllib.error.URLError):
@@ -389,21 +395,46 @@ def test_set_global_in_a_fresh_process() -> None:
 
 
 # --- missing extras -----------------------------------------------------------------------------------
+GRPC_TRACES = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
+HTTP_TRACES = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+PROMETHEUS_READER = "opentelemetry.exporter.prometheus"
+PROMETHEUS_ONLY = {"traces": "none", "metrics": "prometheus"}
+
+
 @pytest.mark.parametrize(
-    ("module", "kwargs", "extra"),
+    ("missing", "kwargs", "what", "extra", "named"),
     [
-        ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", {"otlp_protocol": "grpc"}, "otlp-grpc"),
-        ("opentelemetry.exporter.otlp.proto.http.trace_exporter", {}, "otlp-http"),
-        ("opentelemetry.exporter.prometheus", {"traces": "none", "metrics": "prometheus"}, "prometheus"),
+        ([GRPC_TRACES], {"otlp_protocol": "grpc"}, "OTLP traces export over grpc", "otlp-grpc", GRPC_TRACES),
+        ([HTTP_TRACES], {}, "OTLP traces export over http/protobuf", "otlp-http", HTTP_TRACES),
+        ([PROMETHEUS_READER], PROMETHEUS_ONLY, "The Prometheus /metrics endpoint", "prometheus", PROMETHEUS_READER),
+        # the reader imported already, its client library gone
+        (["prometheus_client"], PROMETHEUS_ONLY, "The Prometheus /metrics endpoint", "prometheus", "prometheus_client"),
+        # neither imported yet: the reader's import fails on the module it needs, which is the one named
+        (
+            ["prometheus_client", PROMETHEUS_READER],
+            PROMETHEUS_ONLY,
+            "The Prometheus /metrics endpoint",
+            "prometheus",
+            "prometheus_client",
+        ),
     ],
+    ids=["otlp-grpc", "otlp-http", "prometheus reader", "prometheus client", "client under the reader"],
 )
 def test_missing_extra_names_it(
-    monkeypatch: pytest.MonkeyPatch, module: str, kwargs: dict[str, Any], extra: str
+    monkeypatch: pytest.MonkeyPatch, missing: list[str], kwargs: dict[str, Any], what: str, extra: str, named: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, module, None)  # as if the package were not installed
-    with pytest.raises(ImportError, match=rf"needs the '{extra}' extra: pip install 'streamscope\[{extra}\]'"):
+    """The error says what needed the extra, which extra to install and how, and the module that is missing."""
+    if extra == "prometheus":
+        importlib.import_module(PROMETHEUS_READER)  # imported, unless this case takes it out again
+    monkeypatch.setitem(sys.modules, missing[0], None)  # as if the package were not installed
+    for module in missing[1:]:  # not imported yet
+        for loaded in [name for name in sys.modules if name == module or name.startswith(f"{module}.")]:
+            monkeypatch.delitem(sys.modules, loaded)
+    expected = f"{what} needs the '{extra}' extra: pip install 'streamscope[{extra}]' (missing: {named})"
+    with pytest.raises(ImportError) as raised:
         options: dict[str, Any] = {**QUIET, "traces": "otlp", **kwargs}
         streamscope.configure(**options)
+    assert str(raised.value) == expected
     assert not streamscope.StreamscopeInstrumentor().is_instrumented_by_opentelemetry
 
 
