@@ -25,6 +25,7 @@ from pydantic_ai.concurrency import ConcurrencyLimit, ConcurrencyLimiter
 from pydantic_ai.exceptions import ConcurrencyLimitExceeded, ContentFilterError, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentationSettings
@@ -438,6 +439,45 @@ async def test_a_full_concurrency_queue_is_one_violation(guarded: Guarded) -> No
     assert site.startswith("pydantic_ai.")  # Pydantic AI's own code acquired the agent's limiter
     assert violation["streamscope.policy.message"] == str(refused[0])
     assert guarded.all_violations() == 1
+
+
+async def test_a_model_limiters_refusal_goes_to_the_telemetry_of_the_request_it_refused(
+    otel: Otel, inner_otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `ConcurrencyLimitedModel` refuses inside the request an outer `instrument(model, <own providers>)` opened:
+    the refusal is reported there, once, and not to the process-wide instrumentation's telemetry."""
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    started, release = anyio.Event(), anyio.Event()
+
+    async def slow_words(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        started.set()
+        await release.wait()
+        yield "done"
+
+    limited = ConcurrencyLimitedModel(
+        FunctionModel(stream_function=slow_words, model_name="guarded"), ConcurrencyLimit(max_running=1, max_queued=0)
+    )
+    streamscope.instrument(**inner_otel.providers)  # process-wide, into the other pipeline
+    agent = Agent(streamscope.instrument(limited, **otel.providers))
+
+    async def first() -> None:
+        async with agent.run_stream("hi") as result:
+            await result.get_output()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await started.wait()
+        with pytest.raises(ConcurrencyLimitExceeded):
+            async with agent.run_stream("hi") as result:
+                await result.get_output()
+        release.set()
+    counted = sum_value(otel.metrics()[METRIC], streamscope__policy__name="concurrency_limit")
+    assert counted == 1
+    [log] = [r.log_record for r in otel.logs() if r.log_record.event_name == VIOLATION]
+    assert dict(log.attributes or {})["streamscope.policy.limit.name"] == "max_queued"
+    assert len([r for r in caplog.records if r.name == "streamscope.policy"]) == 1
+    assert inner_otel.logs() == []
+    assert METRIC not in inner_otel.metrics()
 
 
 async def test_a_named_limiter_and_its_source_are_reported(otel: Otel, caplog: pytest.LogCaptureFixture) -> None:

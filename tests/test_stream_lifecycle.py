@@ -200,6 +200,25 @@ async def test_consumer_exception_is_not_a_model_error_and_propagates(otel: Otel
     assert "exception" not in [e.name for e in span.events]
 
 
+class Abort(BaseException):
+    """A `BaseException` that is not cancellation (as `GreenletExit` or a framework's abort signal are)."""
+
+
+async def test_a_consumers_base_exception_ends_the_stream_as_failed(otel: Otel) -> None:
+    """Only an `Exception` from the consumer's code is its own bug (consumer_error); anything else leaving the block,
+    that is not cancellation or closing, ended the stream as a failure."""
+    model = streamscope.instrument(text_model(), **otel.providers)
+    with pytest.raises(Abort):
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                raise Abort
+    span = otel.one_stream_span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert attrs(span)["error.type"] == f"{__name__}.Abort"
+    assert attrs(span)["streamscope.stream.outcome"] == "error"
+    assert attrs(span)["streamscope.stream.end_reason"] == "error"
+
+
 async def test_provider_error_fails_the_span_and_reraises_unchanged(otel: Otel) -> None:
     model = streamscope.instrument(text_model(fail_after=2), **otel.providers)
     seen: list[Any] = []
