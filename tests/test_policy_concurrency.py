@@ -377,6 +377,30 @@ async def test_a_denial_caught_and_reraised_is_at_the_line_that_called_the_check
     assert warning.getMessage().endswith(f"at {call_site}")
 
 
+NAMELESS_SOURCE = """
+class NamelessModel(WordModel):
+    async def request(self, *args, **kwargs):
+        check_allow_model_requests()
+"""
+
+
+async def test_a_denial_in_code_run_without_a_module_name_is_at_an_unknown_module(
+    otel: Otel, policy_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, instrument: Instrument
+) -> None:
+    """Code run by `exec` with globals of its own has no `__name__`: its call site says the module is unknown."""
+    namespace: dict[str, Any] = {"WordModel": WordModel, "check_allow_model_requests": check_allow_model_requests}
+    exec(compile(NAMELESS_SOURCE, "<generated>", "exec"), namespace)
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    await denied("request", instrument(namespace["NamelessModel"]()))
+    (log,) = violation_logs(otel)
+    attributes = dict(log.attributes or {})
+    assert attributes["code.function.name"] == "<unknown>.NamelessModel.request"
+    assert (attributes["code.file.path"], attributes["code.line.number"]) == ("<generated>", 4)
+    assert attributes["streamscope.policy.call_site"] == "<unknown>:NamelessModel.request:4"
+    (warning,) = denials(policy_log.records)
+    assert warning.getMessage().endswith(" at <unknown>:NamelessModel.request:4")
+
+
 # --- allowed requests, and the policy flipping under load ------------------------------------------------------------
 async def test_allowed_streams_record_nothing_when_the_policy_flips_while_they_stream(
     instrumented: Otel,
