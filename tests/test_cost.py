@@ -226,6 +226,95 @@ async def test_cost_follows_the_usage_while_the_stream_runs(otel: Otel, monkeypa
     assert (otel.one_stream_span().attributes or {})[STREAM_COST] == float(final)
 
 
+@dataclass
+class ResoldStream(GrowingStream):
+    """A stream from a reseller of OpenAI's models: its provider, API URL, time and price context all decide its
+    price (genai-prices does not know this URL, so the provider's name prices it)."""
+
+    @property
+    def provider_url(self) -> str | None:
+        return "https://llm.reseller.example/v1"
+
+
+@dataclass
+class Priced:
+    model_name: str | None
+    provider_name: str | None
+    provider_url: str | None
+    timestamp: datetime
+    provider_details: dict[str, Any] | None
+
+
+async def test_live_pricing_prices_the_streams_own_provider_url_time_and_context(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the stream runs, the price is asked for its usage so far, of its model at its provider (name and API
+    URL: resellers price the same model differently), at the time of its request (prices change, by date and by
+    time of day) and in its price context; the final pricing asks the same of the final response."""
+    asked: list[Priced] = []
+    original = ModelResponse.cost
+
+    def recording_cost(self: ModelResponse) -> Any:
+        fields = (self.model_name, self.provider_name, self.provider_url, self.timestamp, self.provider_details)
+        asked.append(Priced(*fields))
+        return original(self)
+
+    monkeypatch.setattr(ModelResponse, "cost", recording_cost)
+    monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 0.0)  # price at every usage flush
+    requested_at = datetime(2025, 3, 4, 21, 30, tzinfo=UTC)
+    details = {"service_tier": "flex"}
+
+    class ResellerModel(GrowingModel):
+        @asynccontextmanager
+        async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamedResponse]:
+            stream = ResoldStream(ModelRequestParameters(), model="gpt-4o", provider="openai")
+            stream._timestamp = requested_at  # pyright: ignore[reportPrivateUsage]
+            stream.provider_details = details
+            yield stream
+
+    model = streamscope.instrument(ResellerModel(), usage_flush_interval=0, **otel.providers)
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    expected = Priced("gpt-4o", "openai", "https://llm.reseller.example/v1", requested_at, details)
+    assert asked == [expected] * (len(WORDS) + 1)  # live at each usage flush, then the final response
+
+
+@dataclass
+class UnreachableStream(GrowingStream):
+    """A third party's stream whose API URL comes from a client that is gone by now."""
+
+    @property
+    def provider_url(self) -> str | None:
+        raise RuntimeError("the client was closed")
+
+
+async def test_a_stream_that_cannot_say_its_provider_is_not_priced_and_not_broken(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, internal_errors: list[logging.LogRecord]
+) -> None:
+    monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 0.0)
+
+    class UnreachableModel(GrowingModel):
+        @asynccontextmanager
+        async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamedResponse]:
+            yield UnreachableStream(ModelRequestParameters())
+
+    async def events_of(model: Model) -> list[str]:
+        async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            return [repr(event) async for event in stream]
+
+    expected = await events_of(UnreachableModel())
+    assert await events_of(streamscope.instrument(UnreachableModel(), usage_flush_interval=0, **otel.providers)) == (
+        expected
+    )
+    live = "streamscope failed while reading a stream's model and provider for its price; the stream is unaffected"
+    final = "streamscope failed while building the response with get(); the stream is unaffected"
+    assert [record.getMessage() for record in internal_errors] == [live, final]
+    assert all(type(record.exc_info[1]) is RuntimeError for record in internal_errors if record.exc_info)
+    assert cost_points(otel) == []
+    assert STREAM_COST not in (otel.one_stream_span().attributes or {})
+
+
 async def test_a_stream_shorter_than_the_live_pricing_interval_is_priced_once_at_its_end(
     otel: Otel, monkeypatch: pytest.MonkeyPatch, pricings: list[str | None]
 ) -> None:
