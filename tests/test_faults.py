@@ -22,6 +22,8 @@ from typing import Any
 import anyio
 import pydantic_ai.models
 import pytest
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -44,9 +46,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
-from pydantic_ai.models import Model
+from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -65,6 +67,7 @@ from tests.helpers_reliability import (
     closed_port,
     drain,
     instrumented_as,
+    messages,
     metric_total,
     open_stream,
     scripted_model,
@@ -519,6 +522,95 @@ async def test_logger_raising_still_counts_and_logs_the_denial(
     assert internal_errors
     assert metric_total(otel, "streamscope.policy.violations") == 1
     assert len([r for r in caplog.records if r.name == "streamscope.policy"]) == 1
+
+
+class RaisingEventSpan(NonRecordingSpan):
+    """The application's current span, from a tracing library whose spans refuse events."""
+
+    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
+        raise InjectedError("add_event")
+
+
+class RaisingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        raise InjectedError("logging filter")
+
+
+VIOLATION_CHANNELS = {
+    "span event": "adding a policy-violation span event",
+    "log record": "emitting a policy-violation log record",
+    "counter": "counting a policy violation",
+    "stdlib log": "logging a policy violation",
+}
+
+
+@pytest.mark.parametrize("channel", list(VIOLATION_CHANNELS))
+async def test_each_violation_channel_failing_alone_is_named_and_the_others_still_report(
+    otel: Otel,
+    internal_errors: list[logging.LogRecord],
+    server: OpenAIStubServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    channel: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    providers: dict[str, Any] = dict(otel.providers)
+    if channel == "log record":
+        providers["logger_provider"] = RaisingLoggerProvider()
+    if channel == "counter":
+        providers["meter_provider"] = RaisingInstrumentsMeterProvider()
+    policy_logger = logging.getLogger("streamscope.policy")
+    raising_filter = RaisingFilter()
+    if channel == "stdlib log":
+        policy_logger.addFilter(raising_filter)
+    app_span = RaisingEventSpan(SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(1)))
+    model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    streamscope.instrument(**providers)
+    try:
+        with (
+            trace.use_span(app_span if channel == "span event" else INVALID_SPAN, end_on_exit=False),
+            pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"),
+        ):
+            await model.request(messages(), None, ModelRequestParameters())
+    finally:
+        streamscope.uninstrument()
+        policy_logger.removeFilter(raising_filter)
+    expected = f"streamscope failed while {VIOLATION_CHANNELS[channel]}; the stream is unaffected"
+    assert [record.getMessage() for record in internal_errors] == [expected]
+    assert [type(error) for error in injected(internal_errors)] == [InjectedError]
+    # every other channel reported the violation, once
+    logs = [r for r in otel.logs() if r.log_record.event_name == "streamscope.policy.violation"]
+    assert len(logs) == (0 if channel == "log record" else 1)
+    counted = metric_total(otel, "streamscope.policy.violations")
+    assert counted == (0 if channel == "counter" else 1)
+    warnings = [r for r in caplog.records if r.name == "streamscope.policy"]
+    assert len(warnings) == (0 if channel == "stdlib log" else 1)
+    if channel == "span event":
+        assert (logs[0].log_record.trace_id, logs[0].log_record.span_id) == (0x1234, 0x5678)
+
+
+async def test_a_violations_log_record_is_emitted_in_the_callers_context(
+    otel: Otel, server: OpenAIStubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log record's context is the caller's, with the span it is about: log processors that copy baggage
+    (a tenant, a request id) onto records find it there."""
+    model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    streamscope.instrument(**otel.providers)
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with (
+            otel.tracer_provider.get_tracer("app").start_as_current_span("app operation") as app_span,
+            pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"),
+        ):
+            await model.request(messages(), None, ModelRequestParameters())
+    finally:
+        otel_context.detach(token)
+        streamscope.uninstrument()
+    [log] = [r.log_record for r in otel.logs()]
+    assert baggage.get_all(log.context) == {"tenant": "acme"}
+    assert trace.get_current_span(log.context) is app_span
 
 
 # --- redaction hook -------------------------------------------------------------------------------------------------
