@@ -618,6 +618,38 @@ async def test_the_consumers_aclose_reaches_the_models_own_iterator(otel: Otel, 
         assert attrs(otel.one_stream_span())["streamscope.stream.end_reason"] == "consumer_closed"
 
 
+class _PlainIterator:
+    """An async iterator that is not a generator: it has no `aclose()`."""
+
+    def __init__(self, source: AsyncIterator[Any]) -> None:
+        self.source = source
+
+    def __aiter__(self) -> _PlainIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await anext(self.source)
+
+
+class PlainIteratorWordStream(WordStream):
+    """A third party's stream whose `__aiter__` hands out a plain async iterator (a class with `__anext__`)."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return _PlainIterator(StreamedResponse.__aiter__(self))
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce"])
+async def test_closing_an_instrumented_plain_iterator_is_allowed_as_it_is_uninstrumented(otel: Otel, mode: str) -> None:
+    """The consumer may `aclose()` what it iterates (streamscope hands out a generator); with nothing to close
+    underneath, that ends the span and nothing else."""
+    model = streamscope.instrument(make_model_class(PlainIteratorWordStream)(), span_events=mode, **otel.providers)  # pyright: ignore[reportArgumentType]
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        iterator = aiter(stream)
+        await anext(iterator)
+        await iterator.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+        assert attrs(otel.one_stream_span())["streamscope.stream.end_reason"] == "consumer_closed"
+
+
 async def test_mean_chunk_gap_is_the_time_from_first_to_last_chunk_over_the_gaps(otel: Otel) -> None:
     """Four chunks have three gaps: the mean is (last chunk - first chunk) / 3, on the span and the histogram;
     the longest gap is the largest of the three. The chunk times are the kept span events' own timestamps."""
