@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from abc import ABCMeta
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponseStreamEvent, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.usage import RequestUsage
 
@@ -114,3 +117,39 @@ async def test_stream_iterated_outside_request_stream_is_instrumented_once(otel:
     # No Pydantic AI instrumentation saw it: streamscope records its token usage (one point, output tokens only).
     tokens = otel.metrics()["gen_ai.client.token.usage"]
     assert [(point_attributes["gen_ai.token.type"], point.sum) for point_attributes, point in tokens] == [("output", 2)]
+
+
+class Sealed(ABCMeta):
+    """A metaclass whose classes' methods cannot be replaced once defined (as some plugin frameworks seal them)."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        if callable(cls.__dict__.get(name)):
+            raise TypeError(f"{cls.__name__}.{name} is sealed")
+        super().__setattr__(name, value)
+
+
+async def test_a_stream_class_that_cannot_be_patched_is_reported_and_its_streams_still_instrumented(
+    otel: Otel, internal_errors: list[logging.LogRecord]
+) -> None:
+    """Created after process-wide instrumentation, a stream class refusing to be patched is left as it is:
+    streamscope says which class it could not patch; its streams, opened by a model's `request_stream`, are
+    instrumented there as any other."""
+    streamscope.instrument(**otel.providers)
+
+    class SealedStream(WordStream, metaclass=Sealed):
+        def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
+            return super().__aiter__()
+
+    [record] = internal_errors
+    expected = f"streamscope failed while patching {SealedStream.__qualname__}; the stream is unaffected"
+    assert record.getMessage() == expected
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "SealedStream.__aiter__ is sealed"
+    model = make_model_class(SealedStream)()
+    async with model.request_stream(
+        [ModelRequest(parts=[UserPromptPart("hi")])], None, ModelRequestParameters()
+    ) as stream:
+        events = [event async for event in stream]
+    assert len(events) == 5  # start, final result, two deltas, end
+    span = otel.one_stream_span()
+    assert dict(span.attributes or {})["streamscope.stream.events.total"] == len(events)
