@@ -4,6 +4,7 @@ keep exactly the facts streamscope decides from (which runs Pydantic AI records,
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -38,28 +39,37 @@ async def test_a_run_is_instrumented_exactly_while_its_request_is_handled() -> N
     assert "run-1" not in _sensors._instrumented_runs
 
 
-async def test_overlapping_requests_of_one_run_hold_it_until_the_last_ends() -> None:
-    ctx = Context("run-2")
-    first_inside, second_done, first_may_end = anyio.Event(), anyio.Event(), anyio.Event()
+@pytest.mark.parametrize("holders", [2, 3])
+async def test_overlapping_requests_of_one_run_hold_it_until_the_last_ends(holders: int) -> None:
+    """Requests of one run overlapping (nested `Instrumentation` capabilities, say): the run stays held until the
+    last one ends, however many there are and whichever ends first."""
+    ctx = Context(f"run-{holders}")
+    inside = [anyio.Event() for _ in range(holders - 1)]
+    may_end = [anyio.Event() for _ in range(holders - 1)]
     during: list[bool] = []
 
-    async def first(*_: Any) -> None:
-        first_inside.set()
-        await first_may_end.wait()
-        during.append(_sensors.run_is_instrumented(ctx))  # the second ended: still held by this one
+    def holder(number: int) -> Callable[..., Awaitable[None]]:
+        async def request(*_: Any) -> None:
+            inside[number].set()
+            await may_end[number].wait()
+            during.append(_sensors.run_is_instrumented(ctx))  # the others before it ended: still held by this one
 
-    async def second(*_: Any) -> None:
+        return request
+
+    async def last(*_: Any) -> None:
         during.append(_sensors.run_is_instrumented(ctx))
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_sensors._hold_run_id, first, None, (ctx,), {})
-        await first_inside.wait()
-        await _sensors._hold_run_id(second, None, (ctx,), {})
-        second_done.set()
-        first_may_end.set()
-    assert during == [True, True]
+        for number in range(holders - 1):
+            tg.start_soon(_sensors._hold_run_id, holder(number), None, (ctx,), {})
+            await inside[number].wait()
+        await _sensors._hold_run_id(last, None, (ctx,), {})
+        for event in may_end:
+            event.set()
+            await anyio.wait_all_tasks_blocked()
+    assert during == [True] * holders
     assert not _sensors.run_is_instrumented(ctx)
-    assert "run-2" not in _sensors._instrumented_runs
+    assert ctx.run_id not in _sensors._instrumented_runs
 
 
 @pytest.mark.parametrize("ctx", [None, Context(None), Context(42), object()], ids=["none", "no-id", "int", "bare"])
