@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pydantic_ai import Agent, RunContext
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponseStreamEvent, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage
 
 import streamscope
-from tests.conftest import Otel, sum_value
+from tests.conftest import Instrument, Otel, sum_value
 from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +155,31 @@ async def test_a_stream_class_that_cannot_be_patched_is_reported_and_its_streams
     assert len(events) == 5  # start, final result, two deltas, end
     span = otel.one_stream_span()
     assert dict(span.attributes or {})["streamscope.stream.events.total"] == len(events)
+
+
+async def test_the_model_receives_exactly_what_the_agent_asked(otel: Otel, instrument: Instrument) -> None:
+    """Instrumented, the model's `request_stream` gets the very messages, settings, parameters and run context the
+    agent passed (its temperature, its tools, its run), as it would uninstrumented."""
+    received: list[tuple[Any, ...]] = []
+
+    word_model: Any = make_model_class(WordStream)
+
+    class RecordingModel(word_model):
+        def request_stream(self, *args: Any, **kwargs: Any) -> Any:
+            received.append((args, kwargs))
+            return super().request_stream(*args, **kwargs)
+
+    settings: ModelSettings = {"temperature": 0.25, "max_tokens": 64}
+    agent = Agent(instrument(RecordingModel()), model_settings=settings)
+    async with agent.run_stream("hi") as result:
+        await result.get_output()
+    [(args, kwargs)] = received
+    messages, model_settings, parameters, *rest = (*args, *kwargs.values())
+    assert [m.parts[0].content for m in messages if isinstance(m, ModelRequest)] == ["hi"]  # pyright: ignore[reportAttributeAccessIssue]
+    assert model_settings is not None
+    assert {k: model_settings[k] for k in settings} == settings  # pyright: ignore[reportUnknownArgumentType]
+    assert isinstance(parameters, ModelRequestParameters)
+    [run_context] = rest
+    assert isinstance(run_context, RunContext)
+    assert run_context.prompt == "hi"
+    assert len(otel.stream_spans()) == 1
