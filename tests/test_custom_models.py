@@ -122,39 +122,50 @@ async def test_stream_iterated_outside_request_stream_is_instrumented_once(otel:
 
 
 class Sealed(ABCMeta):
-    """A metaclass whose classes' methods cannot be replaced once defined (as some plugin frameworks seal them)."""
+    """A metaclass whose classes' methods cannot be replaced once defined (as some plugin frameworks seal them),
+    while the class is `_sealed` (the test unseals the class it made when done, so that later tests can instrument
+    it: it outlives the test until it is collected)."""
 
     def __setattr__(cls, name: str, value: Any) -> None:
-        if callable(cls.__dict__.get(name)):
+        if cls.__dict__.get("_sealed") and callable(cls.__dict__.get(name)):
             raise TypeError(f"{cls.__name__}.{name} is sealed")
         super().__setattr__(name, value)
 
 
+@pytest.mark.parametrize("created", ["before instrument()", "after instrument()"])
 async def test_a_stream_class_that_cannot_be_patched_is_reported_and_its_streams_still_instrumented(
-    otel: Otel, internal_errors: list[logging.LogRecord]
+    otel: Otel, internal_errors: list[logging.LogRecord], created: str
 ) -> None:
-    """Created after process-wide instrumentation, a stream class refusing to be patched is left as it is:
-    streamscope says which class it could not patch; its streams, opened by a model's `request_stream`, are
-    instrumented there as any other."""
-    streamscope.instrument(**otel.providers)
+    """Process-wide instrumentation meeting a stream class that refuses to be patched (at `instrument()`, or when
+    the class is created later) leaves it as it is: streamscope says which class it could not patch, everything
+    else is instrumented, and its streams, opened by a model's `request_stream`, are instrumented there."""
+    if created == "after instrument()":
+        streamscope.instrument(**otel.providers)
 
     class SealedStream(WordStream, metaclass=Sealed):
+        _sealed = True
+
         def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
             return super().__aiter__()
 
-    [record] = internal_errors
-    expected = f"streamscope failed while patching {SealedStream.__qualname__}; the stream is unaffected"
-    assert record.getMessage() == expected
-    assert record.exc_info is not None
-    assert str(record.exc_info[1]) == "SealedStream.__aiter__ is sealed"
-    model = make_model_class(SealedStream)()
-    async with model.request_stream(
-        [ModelRequest(parts=[UserPromptPart("hi")])], None, ModelRequestParameters()
-    ) as stream:
-        events = [event async for event in stream]
-    assert len(events) == 5  # start, final result, two deltas, end
-    span = otel.one_stream_span()
-    assert dict(span.attributes or {})["streamscope.stream.events.total"] == len(events)
+    try:
+        if created == "before instrument()":
+            streamscope.instrument(**otel.providers)
+        [record] = internal_errors
+        expected = f"streamscope failed while patching {SealedStream.__qualname__}; the stream is unaffected"
+        assert record.getMessage() == expected
+        assert record.exc_info is not None
+        assert str(record.exc_info[1]) == "SealedStream.__aiter__ is sealed"
+        model = make_model_class(SealedStream)()
+        async with model.request_stream(
+            [ModelRequest(parts=[UserPromptPart("hi")])], None, ModelRequestParameters()
+        ) as stream:
+            events = [event async for event in stream]
+        assert len(events) == 5  # start, final result, two deltas, end
+        span = otel.one_stream_span()
+        assert dict(span.attributes or {})["streamscope.stream.events.total"] == len(events)
+    finally:
+        SealedStream._sealed = False
 
 
 async def test_the_model_receives_exactly_what_the_agent_asked(otel: Otel, instrument: Instrument) -> None:

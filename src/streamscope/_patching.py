@@ -110,7 +110,7 @@ class ProcessPatches:
             self._patch(StreamedResponse, "__aiter__", self._aiter_wrapper)
             for base in bases:
                 for cls in list(_subclasses(base)):
-                    self._patch_class(cls)
+                    self._patch_class_or_report(cls)
 
     def remove(self) -> None:
         with self._lock:
@@ -138,10 +138,14 @@ class ProcessPatches:
 
     def class_created(self, cls: type[Any]) -> None:
         """Patch a class created while the patches are installed."""
+        with self._lock:
+            if self.active:
+                self._patch_class_or_report(cls)
+
+    def _patch_class_or_report(self, cls: Any) -> None:
+        """Patch `cls`; a class that refuses (a metaclass forbidding it, say) is left as it is, and said."""
         try:
-            with self._lock:
-                if self.active:
-                    self._patch_class(cls)
+            self._patch_class(cls)
         except Exception:
             report_internal_error(f"patching {cls.__qualname__}")
 
