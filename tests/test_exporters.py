@@ -242,6 +242,41 @@ def test_a_refused_export_is_reported_once_for_its_signal(
         assert configuration.shutdown() is True
 
 
+def test_signals_refused_together_are_reported_in_one_warning(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    configuration = otlp_everywhere(receiver, metrics="none")
+    caplog.set_level(logging.WARNING, logger="streamscope")
+    try:
+        receiver.status = 400
+        emit(configuration, "traces", "refused")
+        emit(configuration, "logs", "refused")
+        assert configuration.force_flush() is False
+        assert [r.getMessage() for r in caplog.records if r.name == "streamscope"] == [
+            FAILURE_WARNING.format("logs, traces")
+        ]
+    finally:
+        receiver.status = 200
+        configuration.shutdown()
+
+
+def test_shutdown_is_idempotent_and_says_so(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """A second shutdown() does nothing (no provider is shut down twice: the SDK would warn) and returns True,
+    as Configuration's context manager exit after an explicit shutdown() does; force_flush waits as long as the
+    SDK's providers do by default (30 s)."""
+    assert inspect.signature(streamscope.Configuration.force_flush).parameters["timeout_millis"].default == 30_000
+    configuration = otlp_everywhere(receiver)
+    emit(configuration, "traces", "before shutdown")
+    assert configuration.shutdown() is True
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    requests = receiver.requests("traces")
+    assert configuration.shutdown() is True
+    assert configuration.shutdown() is True
+    assert caplog.records == []
+    assert receiver.requests("traces") == requests == 1
+
+
 def test_otlp_metric_preferences_from_the_environment_apply(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
