@@ -26,6 +26,7 @@ import pydantic_ai.models
 import pytest
 from opentelemetry.trace import StatusCode
 from pydantic_ai import Agent
+from pydantic_ai.exceptions import FallbackExceptionGroup
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, check_allow_model_requests
 from pydantic_ai.models.fallback import FallbackModel
@@ -307,6 +308,30 @@ async def test_a_denial_behind_a_router_is_the_model_that_made_it(
     text = warning.getMessage()
     assert " for OpenAIChatModel gpt-4o at pydantic_ai.models.openai" in text
     assert f":OpenAIChatModel.{path}:" in text
+
+
+@pytest.mark.parametrize("path", ["request_stream", "Agent.run_stream"])
+async def test_denials_of_a_fallbacks_instrumented_and_plain_models_are_each_recorded_once(
+    otel: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """`instrument(FallbackModel(instrument(a), b))` falling back on any error: `a`'s layer records its denial; `b`
+    has no layer of its own,
+    so the outer layer records `b`'s denial (and only that one) when the fallback gives up."""
+    first = streamscope.instrument(openai_model(server), **otel.providers)
+    fallback = FallbackModel(first, openai_model(server), fallback_on=(RuntimeError,))  # on any denial, too
+    model = streamscope.instrument(fallback, **otel.providers)
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with pytest.raises(FallbackExceptionGroup) as raised:
+        await ASYNC_PATHS[path](model)
+    assert [raised_by_the_policy(member) for member in raised.value.exceptions] == [True, True]
+    assert metric_total(otel, VIOLATIONS) == 2
+    assert len(violation_logs(otel)) == 2
+    assert len(denials(policy_log.records)) == 2
+    print([(s.name, dict(s.attributes or {}).get("streamscope.stream.outcome")) for s in otel.stream_spans()])
 
 
 WordModel: type[Any] = make_model_class(WordStream)
