@@ -18,13 +18,14 @@ from types import CoroutineType
 from typing import Any
 
 import anyio
+import pydantic_ai.models
 import pytest
 from opentelemetry._logs import SeverityNumber
 from pydantic_ai import Agent
 from pydantic_ai.concurrency import ConcurrencyLimit, ConcurrencyLimiter
 from pydantic_ai.exceptions import ConcurrencyLimitExceeded, ContentFilterError, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models import Model, ModelRequestParameters, check_allow_model_requests
 from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
@@ -791,6 +792,55 @@ async def test_a_violation_no_frame_of_the_model_raised_is_the_instrumented_mode
         text=f"Policy violation: {REFUSED_SUMMARY} ({message}) for ClientModel adapter-1 at {call_site}",
         counted={
             "streamscope.policy.name": "content_filter",
+            "gen_ai.provider.name": "adapter",
+            "gen_ai.request.model": "adapter-1",
+        },
+    )
+
+
+class DenyingClient:
+    """A provider's client that asks Pydantic AI's policy before each request, as provider SDK adapters do."""
+
+    async def complete(self, messages: list[ModelMessage]) -> ModelResponse:
+        check_allow_model_requests()
+        raise NotImplementedError
+
+
+class DenyingClientModel(ClientModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.client = DenyingClient()  # type: ignore[assignment]  # pyright: ignore[reportAttributeAccessIssue]
+
+
+async def test_a_denial_no_frame_of_the_model_made_is_the_instrumented_models(
+    otel: Otel, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named after the model `instrument()` wrapped, at the client's call of the policy check."""
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    agent = Agent(streamscope.instrument(DenyingClientModel(), **otel.providers))
+    with user_span(otel), pytest.raises(RuntimeError) as raised:
+        await agent.run("hi")
+    message = str(raised.value)
+    site = site_of(DenyingClient.complete, "check_allow_model_requests()")
+    call_site = site["streamscope.policy.call_site"]
+    summary = "model request denied by check_allow_model_requests"
+    assert_reported_once(
+        otel,
+        caplog,
+        {
+            "streamscope.policy.name": "allow_model_requests",
+            "streamscope.policy.message": message,
+            "streamscope.policy.model_class": "DenyingClientModel",
+            "error.type": "RuntimeError",
+            "gen_ai.provider.name": "adapter",
+            "gen_ai.request.model": "adapter-1",
+            **site,
+        },
+        body=f"Model request denied by check_allow_model_requests at {call_site}: {message}",
+        text=f"Policy violation: {summary} ({message}) for DenyingClientModel adapter-1 at {call_site}",
+        counted={
+            "streamscope.policy.name": "allow_model_requests",
             "gen_ai.provider.name": "adapter",
             "gen_ai.request.model": "adapter-1",
         },
