@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pydantic_ai.messages import ModelResponseStreamEvent
+from pydantic_ai.messages import ModelResponse, ModelResponseStreamEvent
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.usage import RequestUsage
 
 import streamscope
+from streamscope import _cost
 from tests.composition import MESSAGES
 from tests.conftest import Otel, sum_value
 from tests.user_models import WordStream, make_model_class
@@ -58,20 +59,41 @@ class ScriptedStream(WordStream):
                 yield event
 
 
-async def run_scripted(otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str, **options: Any) -> list[int]:
+@dataclass
+class PricedScriptedStream(ScriptedStream):
+    """The scripted stream, of a model genai-prices knows."""
+
+    @property
+    def model_name(self) -> str:
+        return "gpt-4o"
+
+    @property
+    def provider_name(self) -> str:
+        return "openai"
+
+    @property
+    def provider_url(self) -> str | None:
+        return None
+
+
+async def run_scripted(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str, *, priced: bool = False, **options: Any
+) -> list[int]:
     """Stream SCRIPT through an instrumented model; return the output-token counter after each event."""
     clock = Clock()
     monkeypatch.setattr(time, "perf_counter_ns", clock)
 
+    base: type[Any] = PricedScriptedStream if priced else ScriptedStream
+
     @dataclass
-    class Stream(ScriptedStream):
+    class Stream(base):
         clock: Clock = field(default_factory=lambda: clock)
 
     model = streamscope.instrument(
         make_model_class(Stream)(),
         span_events=mode,
         usage_flush_interval=USAGE_FLUSH_MS / 1000,
-        cost=False,
+        cost=priced,
         **options,
         **otel.providers,
     )
@@ -141,3 +163,22 @@ async def test_without_per_chunk_timing_no_gaps_are_kept(
 ) -> None:
     await run_scripted(otel, monkeypatch, mode)
     assert "gen_ai.client.operation.time_per_output_chunk" not in otel.metrics()
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
+async def test_live_pricing_is_due_exactly_one_interval_after_the_last(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With a 100 ms live-pricing interval, the usage flushed at 50 ms is too early to price, the one flushed at
+    100 ms (exactly one interval in) is priced, the next at 210 ms too (110 ms after), then the final response."""
+    monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 0.1)
+    priced: list[int] = []
+    original = ModelResponse.cost
+
+    def recording_cost(self: ModelResponse) -> Any:
+        priced.append(self.usage.output_tokens)
+        return original(self)
+
+    monkeypatch.setattr(ModelResponse, "cost", recording_cost)
+    await run_scripted(otel, monkeypatch, mode, priced=True)
+    assert priced == [3, 5, 5]
