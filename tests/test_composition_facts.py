@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,7 +29,8 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ModelResponseStrea
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, override_allow_model_requests
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from pydantic_ai.models.instrumented import InstrumentedModel
+from pydantic_ai.models.instrumented import InstrumentationSettings, InstrumentedModel
+from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 import streamscope
@@ -352,6 +354,43 @@ async def test_one_shared_tracer_provider_under_sampling_counts_every_request_on
     assert sum(p.sum for a, p in token_points if a["gen_ai.token.type"] == "output") == sum(outputs)
     assert sum(p.count for _, p in metrics["gen_ai.client.operation.time_to_first_chunk"]) == runs
     assert sum(p.count for _, p in metrics["gen_ai.client.operation.duration"]) == runs  # streamscope's own
+
+
+class KeywordWrapper(WrapperModel):
+    """A user's wrapper passing each request on by keyword (WrapperModel subclasses are not patched: the wrapped
+    model's own layer is the one instrumenting)."""
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: Any = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        async with self.wrapped.request_stream(
+            messages=messages,
+            model_settings=model_settings,
+            model_request_parameters=model_request_parameters,
+            run_context=run_context,
+        ) as stream:
+            yield stream
+
+
+async def test_a_request_passed_on_by_keyword_is_counted_once_beside_pydantic_ais_instrumentation(
+    instrumented: Otel,
+) -> None:
+    """The run context arrives by keyword: streamscope still knows Pydantic AI's instrumentation records the
+    request's tokens, and leaves them to it (one token point per type)."""
+    agent = Agent(KeywordWrapper(FunctionModel(stream_function=two_chunks, model_name="fn")))
+    agent.instrument = InstrumentationSettings(
+        tracer_provider=instrumented.tracer_provider, meter_provider=instrumented.meter_provider
+    )
+    async with agent.run_stream(PROMPT) as result:
+        await result.get_output()
+    assert len(instrumented.stream_spans()) == 1
+    token_points = instrumented.metrics()["gen_ai.client.token.usage"]
+    assert sorted((a["gen_ai.token.type"], p.count) for a, p in token_points) == [("input", 1), ("output", 1)]
 
 
 # --- FallbackModel, instrumented at several layers ------------------------------------------------------------------
