@@ -14,6 +14,7 @@ compares `Model.request_stream` by identity to tell streaming models apart.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import math
 import threading
@@ -52,8 +53,8 @@ def _optional_bases() -> list[tuple[type[Any], tuple[type[Any], ...], tuple[str,
          ("generate",)),
     ):  # fmt: skip
         with contextlib.suppress(ImportError, AttributeError):
-            base = getattr(__import__(module, fromlist=[base_name]), base_name)
-            wrapper = getattr(__import__(wrapper_module, fromlist=[wrapper_name]), wrapper_name)
+            base = getattr(importlib.import_module(module), base_name)
+            wrapper = getattr(importlib.import_module(wrapper_module), wrapper_name)
             found.append((base, (wrapper,), methods))
     return found
 
@@ -80,9 +81,7 @@ def is_synthesised_stream_class(cls: type[Any]) -> bool:
 
 def answers_requests_itself(cls: type[Any]) -> bool:
     """Whether `cls` answers requests itself, rather than by calling another `Model` (wrappers, fallbacks)."""
-    if issubclass(cls, WrapperModel | FallbackModel):
-        return False
-    return getattr(cls, "_answers_requests_itself", True) is not False
+    return not issubclass(cls, WrapperModel | FallbackModel)
 
 
 def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str) -> Any:
