@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -391,6 +392,48 @@ async def test_a_request_passed_on_by_keyword_is_counted_once_beside_pydantic_ai
     assert len(instrumented.stream_spans()) == 1
     token_points = instrumented.metrics()["gen_ai.client.token.usage"]
     assert sorted((a["gen_ai.token.type"], p.count) for a, p in token_points) == [("input", 1), ("output", 1)]
+
+
+async def stalls_after_one_chunk(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    yield "one"
+    await asyncio.sleep(5)
+    yield "too late"
+
+
+@pytest.mark.skipif(PYDANTIC_AI_VERSION <= (2, 0), reason="request_timeout deadlines came after Pydantic AI 2.0")
+async def test_a_deadline_passed_on_by_keyword_still_makes_its_cancellation_a_timeout(instrumented: Otel) -> None:
+    """The model settings arrive by keyword: streamscope still knows the request's deadline, so the cancellation
+    it brings mid-stream ends the span as a timeout, not as the task's own cancellation."""
+    from pydantic_ai.exceptions import ModelRequestTimeout
+
+    model = KeywordWrapper(FunctionModel(stream_function=stalls_after_one_chunk, model_name="stalls"))
+    agent = Agent(model, model_settings=cast(ModelSettings, {"request_timeout": 0.2}))
+    with pytest.raises(ModelRequestTimeout):
+        async with agent.run_stream(PROMPT) as result:
+            async for _ in result.stream_text(delta=True):
+                pass
+    span = instrumented.one_stream_span()
+    assert attrs(span)["streamscope.stream.end_reason"] == "timeout"
+
+
+async def test_a_chain_of_wrappers_that_loops_back_is_walked_once(otel: Otel) -> None:
+    """A model whose `wrapped` leads back to its own wrapper (a user's delegation gone round): instrumenting it
+    walks the chain once, and the stream is one span."""
+    inner = FunctionModel(stream_function=two_chunks, model_name="fn")
+    looping = WrapperModel(inner)
+    inner.wrapped = looping  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+    made: list[Model] = []
+    # In a thread of its own, so that a walk going round forever fails this test instead of hanging the run.
+    walker = threading.Thread(
+        target=lambda: made.append(streamscope.instrument(looping, **otel.providers)), daemon=True
+    )
+    walker.start()
+    walker.join(timeout=10)
+    [model] = made
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    assert attrs(otel.one_stream_span())["streamscope.stream.outcome"] == "complete"
 
 
 # --- FallbackModel, instrumented at several layers ------------------------------------------------------------------
