@@ -9,13 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import wrapt
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponseStreamEvent, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.function import FunctionModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.models.test import TestModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage
 
 import streamscope
+from streamscope._patching import answers_requests_itself
 from tests.conftest import Instrument, Otel, sum_value
 from tests.user_models import WordStream, make_model_class
 
@@ -194,3 +199,33 @@ async def test_the_model_receives_exactly_what_the_agent_asked(otel: Otel, instr
     assert isinstance(run_context, RunContext)
     assert run_context.prompt == "hi"
     assert len(otel.stream_spans()) == 1
+
+
+def _every_subclass(cls: type[Any]) -> set[type[Any]]:
+    found: set[type[Any]] = set()
+    for sub in cls.__subclasses__():
+        found |= {sub, *_every_subclass(sub)}
+    return found
+
+
+def test_every_model_class_is_patched_also_past_one_reached_twice(otel: Otel) -> None:
+    """A model class with two model bases (diamond inheritance) is reached twice when the classes are walked:
+    the walk goes on past it, and every class answering requests itself is patched."""
+    word_model: Any = make_model_class(WordStream)
+
+    class Left(word_model):
+        pass
+
+    class Right(word_model):
+        pass
+
+    class Both(Left, Right):
+        def request_stream(self, *args: Any, **kwargs: Any) -> Any:
+            return super().request_stream(*args, **kwargs)
+
+    streamscope.instrument(**otel.providers)
+    own = [cls for cls in _every_subclass(Model) if "request_stream" in cls.__dict__ and answers_requests_itself(cls)]
+    assert Both in own
+    assert {FunctionModel, OpenAIChatModel, TestModel} <= set(own)  # Pydantic AI's own models too
+    unpatched = [cls for cls in own if not isinstance(cls.__dict__["request_stream"], wrapt.FunctionWrapper)]
+    assert unpatched == []
