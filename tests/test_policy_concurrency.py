@@ -368,6 +368,43 @@ async def test_a_request_made_of_the_models_own_stream_is_one_stream_span(instru
         assert (outer if expected is instrumented else instrumented).spans() == []
 
 
+class RequestAsStreamModel(WordModel):
+    """A third party's model that streams by asking another model for the whole answer and handing it out as a
+    stream (its `request_stream` calls the other model's `request`)."""
+
+    def __init__(self, answering: Model) -> None:
+        super().__init__()
+        self.answering = answering
+
+    @contextlib.asynccontextmanager
+    async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamedResponse]:
+        response = await self.answering.request(*args[:3])
+        yield WordStream(ModelRequestParameters(), words=[str(part) for part in response.parts])
+
+
+@pytest.mark.parametrize("layers", ["process-wide", "instrument(model) inside process-wide"])
+async def test_a_denial_inside_a_stream_built_on_another_models_request_is_recorded_once(
+    instrumented: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    layers: str,
+) -> None:
+    """The other model's `request` layer records the denial (it saw it first) and tells the stream's layer, whose
+    failed stream span carries nothing more: one violation, one failed stream span."""
+    model: Model = RequestAsStreamModel(openai_model(server))
+    if layers != "process-wide":
+        model = streamscope.instrument(model, **instrumented.providers)
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    error = await denied("request_stream", model)
+    assert raised_by_the_policy(error)
+    assert metric_total(instrumented, VIOLATIONS) == 1
+    assert len(violation_logs(instrumented)) == 1
+    assert len(denials(policy_log.records)) == 1
+    (span,) = instrumented.stream_spans()
+    assert dict(span.attributes or {})[OUTCOME] == "error"
+
+
 class FailureCountingModel(WordModel):
     """A third party's model counting its failed requests before letting each error go on."""
 
