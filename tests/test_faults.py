@@ -240,6 +240,12 @@ async def test_span_processor_raising_on_start(otel: Otel, internal_errors: list
     # Process-wide, the `__aiter__` safety net tries once more for the stream `request_stream` could not mark.
     assert 1 <= raising.raised <= (2 if mode == "process-wide" else 1)
     assert [str(e) for e in injected(internal_errors)] == ["on_start"] * raising.raised
+    opened = "streamscope failed while instrumenting an opened stream; the stream is unaffected"
+    iterated = (
+        "streamscope failed while instrumenting a stream iterated outside request_stream; the stream is unaffected"
+    )
+    expected_messages = [opened, iterated] if mode == "process-wide" else [opened]
+    assert [record.getMessage() for record in internal_errors] == expected_messages
     assert metric_total(otel, ACTIVE) == 0
 
 
@@ -424,6 +430,31 @@ async def drain_or_raise(model: Model) -> None:
             pass
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_span_processor_raising_on_start_of_a_stream_that_fails_to_open(
+    otel: Otel,
+    internal_errors: list[logging.LogRecord],
+    mode: str,
+    server: OpenAIStubServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No span can start: the denial reaches the caller unchanged and is still recorded (log record, counter,
+    stdlib log; no span to put the event on), and streamscope says it could not report the failed stream."""
+    raising = RaisingProcessor(on_start=True)
+    otel.tracer_provider.add_span_processor(raising)
+    model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with instrumented_as(mode, model, **otel.providers) as instrumented_model, pytest.raises(RuntimeError) as denied:
+        await drain_or_raise(instrumented_model)
+    assert "ALLOW_MODEL_REQUESTS" in str(denied.value)
+    failed = "streamscope failed while reporting a stream that failed to open; the stream is unaffected"
+    assert [record.getMessage() for record in internal_errors] == [failed]
+    assert [str(e) for e in injected(internal_errors)] == ["on_start"]
+    assert metric_total(otel, "streamscope.policy.violations") == 1
+    assert [r.log_record.event_name for r in otel.logs()] == ["streamscope.policy.violation"]
+    assert otel.stream_spans() == []
+
+
 # --- meter provider -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 async def test_meter_provider_whose_instruments_raise(
@@ -521,6 +552,8 @@ async def test_logger_raising_still_counts_and_logs_the_denial(
         await drain_or_raise(model)
     assert internal_errors
     assert metric_total(otel, "streamscope.policy.violations") == 1
+    assert [r.log_record.event_name for r in otel.logs()] == ["streamscope.policy.violation"]
+    assert otel.stream_spans() == []
     assert len([r for r in caplog.records if r.name == "streamscope.policy"]) == 1
 
 

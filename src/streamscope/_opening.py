@@ -182,6 +182,7 @@ class InstrumentedRequestStream:
             )
         except Exception:
             report_internal_error("reporting a stream that failed to open")
+            note_denials(error, telemetry, claim, above, self._model)  # the violation still, on its other channels
             return
         note_denials(error, telemetry, claim, above, self._model, recorder.span)
         recorder.finish_from_exception(error)
