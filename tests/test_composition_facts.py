@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -117,6 +119,69 @@ async def test_stream_class_defined_after_instrument_iterated_directly(instrumen
     assert attrs(span)["streamscope.stream.events.total"] == len(events) >= 3
     assert attrs(span)["gen_ai.provider.name"] == "acme"
     assert attrs(span)["streamscope.stream.outcome"] == "complete"
+
+
+@dataclass
+class PlainWordStream(StreamedResponse):
+    """A third party's stream with no `__aiter__` of its own (StreamedResponse's hands out its cached iterator)."""
+
+    words: list[str] = dataclasses.field(default_factory=list)
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        for word in self.words:
+            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
+                yield event
+
+    @property
+    def model_name(self) -> str:
+        return "words-1"
+
+    @property
+    def provider_name(self) -> str:
+        return "acme"
+
+    @property
+    def provider_url(self) -> str | None:
+        return None
+
+    @property
+    def timestamp(self) -> datetime.datetime:
+        return datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
+
+
+async def test_a_stream_iterated_directly_in_two_goes_is_recorded_whole(instrumented: Otel) -> None:
+    """Iterated without any `request_stream`, first by one `aiter()` and then by another (as Pydantic AI itself
+    does): the second gets the same instrumented iterator, so every event is on the one span."""
+    stream = PlainWordStream(ModelRequestParameters(), words=["one ", "two ", "three"])
+    first = await anext(aiter(stream))
+    rest = [event async for event in stream]
+    span = instrumented.one_stream_span()
+    assert attrs(span)["streamscope.stream.events.total"] == 1 + len(rest) >= 4
+    assert attrs(span)["streamscope.stream.outcome"] == "complete"
+    assert first.index == 0  # pyright: ignore[reportAttributeAccessIssue]
+
+
+@pytest.mark.skipif(PYDANTIC_AI_VERSION <= (2, 0), reason="capabilities skipping requests came after Pydantic AI 2.0")
+@pytest.mark.parametrize("path", ["run_stream", "run"])
+async def test_a_request_a_capability_answers_itself_is_no_stream(instrumented: Otel, path: str) -> None:
+    """A capability answering from its cache (SkipModelRequest): Pydantic AI streams the answer it was given, no
+    model request was made, so there is no stream span (and nothing is counted)."""
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.exceptions import SkipModelRequest
+
+    class Cached(AbstractCapability[None]):
+        async def before_model_request(self, ctx: Any, request_context: Any) -> Any:
+            raise SkipModelRequest(ModelResponse(parts=[TextPart("cached answer")]))
+
+    capabilities: list[Any] = [Cached()]
+    agent = Agent(FunctionModel(stream_function=two_chunks, model_name="fn"), capabilities=capabilities)
+    if path == "run_stream":
+        async with agent.run_stream(PROMPT) as result:
+            assert await result.get_output() == "cached answer"
+    else:
+        assert (await agent.run(PROMPT)).output == "cached answer"
+    assert instrumented.stream_spans() == []
+    assert "streamscope.streams.finished" not in instrumented.metrics()
 
 
 async def test_class_defined_while_instrumented_is_restored_and_patched_again(otel: Otel) -> None:
