@@ -765,39 +765,6 @@ class ClientModel(Model):
         return self.client.complete(messages)
 
 
-async def test_a_violation_no_frame_of_the_model_raised_is_the_instrumented_models(
-    otel: Otel, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Named after the model `instrument()` wrapped (not streamscope's wrapper), at the client's raise."""
-    caplog.set_level(logging.WARNING, logger="streamscope.policy")
-    agent = Agent(streamscope.instrument(ClientModel(), **otel.providers))
-    with user_span(otel), pytest.raises(ContentFilterError):
-        await agent.run("hi")
-    message = "Content filter triggered: the request was refused"
-    site = site_of(RefusingClient.complete, "raise ContentFilterError")
-    call_site = site["streamscope.policy.call_site"]
-    assert_reported_once(
-        otel,
-        caplog,
-        {
-            "streamscope.policy.name": "content_filter",
-            "streamscope.policy.message": message,
-            "streamscope.policy.model_class": "ClientModel",
-            "error.type": "pydantic_ai.exceptions.ContentFilterError",
-            "gen_ai.provider.name": "adapter",
-            "gen_ai.request.model": "adapter-1",
-            **site,
-        },
-        body=f"Request refused by the provider's content filter at {call_site}: {message}",
-        text=f"Policy violation: {REFUSED_SUMMARY} ({message}) for ClientModel adapter-1 at {call_site}",
-        counted={
-            "streamscope.policy.name": "content_filter",
-            "gen_ai.provider.name": "adapter",
-            "gen_ai.request.model": "adapter-1",
-        },
-    )
-
-
 class DenyingClient:
     """A provider's client that asks Pydantic AI's policy before each request, as provider SDK adapters do."""
 
@@ -812,35 +779,58 @@ class DenyingClientModel(ClientModel):
         self.client = DenyingClient()  # type: ignore[assignment]  # pyright: ignore[reportAttributeAccessIssue]
 
 
-async def test_a_denial_no_frame_of_the_model_made_is_the_instrumented_models(
-    otel: Otel, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+THIN_ADAPTERS: dict[str, tuple[type[ClientModel], Callable[..., Any], str, str, str, str]] = {
+    # violation: (model, the client's method, its line's marker, policy, error.type, summary)
+    "content filter": (
+        ClientModel,
+        RefusingClient.complete,
+        "raise ContentFilterError",
+        "content_filter",
+        "pydantic_ai.exceptions.ContentFilterError",
+        REFUSED_SUMMARY,
+    ),
+    "denial": (
+        DenyingClientModel,
+        DenyingClient.complete,
+        "check_allow_model_requests()",
+        "allow_model_requests",
+        "RuntimeError",
+        "model request denied by check_allow_model_requests",
+    ),
+}
+
+
+@pytest.mark.parametrize("violation", list(THIN_ADAPTERS))
+async def test_a_violation_no_frame_of_the_model_made_is_the_instrumented_models(
+    otel: Otel, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, violation: str
 ) -> None:
-    """Named after the model `instrument()` wrapped, at the client's call of the policy check."""
+    """Named after the model `instrument()` wrapped (not streamscope's wrapper), at the client's line."""
+    model_class, function, marker, policy, error_type, summary = THIN_ADAPTERS[violation]
     caplog.set_level(logging.WARNING, logger="streamscope.policy")
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
-    agent = Agent(streamscope.instrument(DenyingClientModel(), **otel.providers))
-    with user_span(otel), pytest.raises(RuntimeError) as raised:
+    agent = Agent(streamscope.instrument(model_class(), **otel.providers))
+    with user_span(otel), pytest.raises((ContentFilterError, RuntimeError)) as raised:
         await agent.run("hi")
-    message = str(raised.value)
-    site = site_of(DenyingClient.complete, "check_allow_model_requests()")
+    message = getattr(raised.value, "message", str(raised.value))
+    site = site_of(function, marker)
     call_site = site["streamscope.policy.call_site"]
-    summary = "model request denied by check_allow_model_requests"
+    name = model_class.__name__
     assert_reported_once(
         otel,
         caplog,
         {
-            "streamscope.policy.name": "allow_model_requests",
+            "streamscope.policy.name": policy,
             "streamscope.policy.message": message,
-            "streamscope.policy.model_class": "DenyingClientModel",
-            "error.type": "RuntimeError",
+            "streamscope.policy.model_class": name,
+            "error.type": error_type,
             "gen_ai.provider.name": "adapter",
             "gen_ai.request.model": "adapter-1",
             **site,
         },
-        body=f"Model request denied by check_allow_model_requests at {call_site}: {message}",
-        text=f"Policy violation: {summary} ({message}) for DenyingClientModel adapter-1 at {call_site}",
+        body=f"{summary[:1].upper()}{summary[1:]} at {call_site}: {message}",
+        text=f"Policy violation: {summary} ({message}) for {name} adapter-1 at {call_site}",
         counted={
-            "streamscope.policy.name": "allow_model_requests",
+            "streamscope.policy.name": policy,
             "gen_ai.provider.name": "adapter",
             "gen_ai.request.model": "adapter-1",
         },
