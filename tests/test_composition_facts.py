@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,7 +37,7 @@ from pydantic_ai.settings import ModelSettings
 import streamscope
 from tests.composition import MESSAGES, PROMPT, pydantic_ai_settings
 from tests.conftest import Otel, sum_value
-from tests.user_models import WordStream, make_model_class
+from tests.user_models import PlainWordStream, WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
@@ -119,34 +117,6 @@ async def test_stream_class_defined_after_instrument_iterated_directly(instrumen
     assert attrs(span)["streamscope.stream.events.total"] == len(events) >= 3
     assert attrs(span)["gen_ai.provider.name"] == "acme"
     assert attrs(span)["streamscope.stream.outcome"] == "complete"
-
-
-@dataclass
-class PlainWordStream(StreamedResponse):
-    """A third party's stream with no `__aiter__` of its own (StreamedResponse's hands out its cached iterator)."""
-
-    words: list[str] = dataclasses.field(default_factory=list)
-
-    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
-        for word in self.words:
-            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
-                yield event
-
-    @property
-    def model_name(self) -> str:
-        return "words-1"
-
-    @property
-    def provider_name(self) -> str:
-        return "acme"
-
-    @property
-    def provider_url(self) -> str | None:
-        return None
-
-    @property
-    def timestamp(self) -> datetime.datetime:
-        return datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
 
 
 async def test_a_stream_iterated_directly_in_two_goes_is_recorded_whole(instrumented: Otel) -> None:

@@ -15,14 +15,12 @@ from pydantic_ai.usage import RequestUsage
 
 
 @dataclass
-class WordStream(StreamedResponse):
-    """A third party's stream: one text delta per word, one output token each."""
+class PlainWordStream(StreamedResponse):
+    """A third party's stream: one text delta per word, one output token each (iterated by `StreamedResponse`'s
+    own `__aiter__`, which hands out its cached iterator)."""
 
     words: list[str] = field(default_factory=list)
     _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:  # an `__aiter__` of its own, as some have
-        return super().__aiter__()
 
     async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
         for word in self.words:
@@ -48,6 +46,14 @@ class WordStream(StreamedResponse):
 
     async def close_stream(self) -> None:
         return None
+
+
+@dataclass
+class WordStream(PlainWordStream):
+    """The same stream with an `__aiter__` of its own, as some have."""
+
+    def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        return super().__aiter__()
 
 
 def make_model_class(
