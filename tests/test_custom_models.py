@@ -229,3 +229,27 @@ def test_every_model_class_is_patched_also_past_one_reached_twice(otel: Otel) ->
     assert {FunctionModel, OpenAIChatModel, TestModel} <= set(own)  # Pydantic AI's own models too
     unpatched = [cls for cls in own if not isinstance(cls.__dict__["request_stream"], wrapt.FunctionWrapper)]
     assert unpatched == []
+
+
+def _model_class_with_its_own_stream() -> type[Model]:
+    word_model: Any = make_model_class(WordStream)
+
+    class Made(word_model):
+        def request_stream(self, *args: Any, **kwargs: Any) -> Any:
+            return super().request_stream(*args, **kwargs)
+
+    return Made
+
+
+def test_a_model_class_made_while_instrumented_is_set_up_by_pydantic_ai_as_without(otel: Otel) -> None:
+    """Pydantic AI sets up each model class as it is created (its own `__init_subclass__`, which may wrap the
+    class's `request_stream`); streamscope's hook runs it unchanged before patching, and `uninstrument()` gives
+    Pydantic AI back its very hook."""
+    hook = Model.__dict__.get("__init_subclass__")
+    plain = _model_class_with_its_own_stream().__dict__["request_stream"]
+    streamscope.instrument(**otel.providers)
+    made = _model_class_with_its_own_stream().__dict__["request_stream"]
+    assert isinstance(made, wrapt.FunctionWrapper)
+    assert made.__wrapped__.__code__ is plain.__code__  # what Pydantic AI left there, the same as without
+    streamscope.uninstrument()
+    assert Model.__dict__.get("__init_subclass__") is hook
