@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from types import CoroutineType
@@ -25,7 +25,7 @@ from pydantic_ai import Agent
 from pydantic_ai.concurrency import ConcurrencyLimit, ConcurrencyLimiter
 from pydantic_ai.exceptions import ConcurrencyLimitExceeded, ContentFilterError, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
-from pydantic_ai.models import Model, ModelRequestParameters, check_allow_model_requests
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, check_allow_model_requests
 from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
@@ -777,6 +777,42 @@ class DenyingClientModel(ClientModel):
     def __init__(self) -> None:
         super().__init__()
         self.client = DenyingClient()  # type: ignore[assignment]  # pyright: ignore[reportAttributeAccessIssue]
+
+
+class DenyingStreamClient:
+    """A provider's streaming client that asks Pydantic AI's policy before it opens a stream."""
+
+    @asynccontextmanager
+    async def stream(self, messages: list[ModelMessage]) -> AsyncGenerator[StreamedResponse]:
+        check_allow_model_requests()
+        raise NotImplementedError
+        yield  # pragma: no cover - makes this a generator
+
+
+class DenyingStreamingClientModel(ClientModel):
+    """A thin streaming adapter: its `request_stream` hands back its client's stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stream_client = DenyingStreamClient()
+
+    def request_stream(self, messages: list[ModelMessage], *args: Any, **kwargs: Any) -> Any:
+        return self.stream_client.stream(messages)
+
+
+async def test_a_denial_opening_a_stream_no_frame_of_the_model_made_is_the_instrumented_models(
+    otel: Otel, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING, logger="streamscope.policy")
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    agent = Agent(streamscope.instrument(DenyingStreamingClientModel(), **otel.providers))
+    with pytest.raises(RuntimeError):
+        async with agent.run_stream("hi") as result:
+            await result.get_output()
+    [violation] = [dict(e.attributes or {}) for s in otel.spans() for e in s.events if e.name == VIOLATION]
+    assert violation["streamscope.policy.model_class"] == "DenyingStreamingClientModel"
+    assert (violation["gen_ai.provider.name"], violation["gen_ai.request.model"]) == ("adapter", "adapter-1")
+    assert violation["code.function.name"] == f"{__name__}.DenyingStreamClient.stream"
 
 
 THIN_ADAPTERS: dict[str, tuple[type[ClientModel], Callable[..., Any], str, str, str, str]] = {
