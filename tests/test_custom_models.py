@@ -253,3 +253,22 @@ def test_a_model_class_made_while_instrumented_is_set_up_by_pydantic_ai_as_witho
     assert made.__wrapped__.__code__ is plain.__code__  # what Pydantic AI left there, the same as without
     streamscope.uninstrument()
     assert Model.__dict__.get("__init_subclass__") is hook
+
+
+async def test_a_slots_dataclass_stream_made_while_instrumented_is_patched_once_and_restored(otel: Otel) -> None:
+    """`@dataclass(slots=True)` makes a second class from the first one's namespace, which already holds
+    streamscope's wrapper: the second class keeps it (not wrapped again), its streams are one span each, and
+    `uninstrument()` gives both classes back the function the class statement defined."""
+    streamscope.instrument(**otel.providers)
+
+    @dataclass(slots=True)
+    class SlotStream(WordStream):
+        def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
+            return WordStream.__aiter__(self)  # zero-argument super() does not work in slots dataclasses
+
+    defined = SlotStream.__dict__["__aiter__"].__wrapped__
+    assert not isinstance(defined, wrapt.FunctionWrapper)
+    events = [event async for event in SlotStream(ModelRequestParameters(), words=["a ", "b"])]
+    assert dict(otel.one_stream_span().attributes or {})["streamscope.stream.events.total"] == len(events)
+    streamscope.uninstrument()
+    assert SlotStream.__dict__["__aiter__"] is defined
