@@ -159,7 +159,6 @@ class StreamRecorder:
         self.head_capacity = (capacity + 1) // 2
         self.head: list[Timed] = []
         self.tail: deque[Timed] = deque(maxlen=capacity - self.head_capacity)
-        self.latest: deque[Timed] = deque(maxlen=1)  # the latest event, when the tail keeps none
         # Coalesce mode: each kept entry is (start_ns, event, count, last_ns, content_length).
         self.runs: list[tuple[int, Any, int, int, int]] = []
         self.usage_reported: dict[str, int] = {}
@@ -239,7 +238,6 @@ class StreamRecorder:
         self.stream = None
         self.head.clear()
         self.tail.clear()
-        self.latest.clear()
         self.runs.clear()
 
     def __del__(self) -> None:

@@ -35,8 +35,7 @@ async def _iterate_all(source: AsyncIterator[Any], recorder: StreamRecorder) -> 
     count_non_delta = recorder.count_non_delta
     head_room = recorder.head_capacity
     keep_head = recorder.head.append
-    # With no room for last events, only the latest one is kept: its time is the end of the stream.
-    keep_tail = recorder.tail.append if recorder.tail.maxlen else recorder.latest.append
+    keep_tail = recorder.tail.append  # a tail with no room (maxlen 0) keeps nothing
     flush_usage = recorder.flush_usage
     interval = recorder.usage_interval_ns
     next_flush = recorder.start_ns + interval  # usage growth is recorded at most once per interval
