@@ -272,3 +272,24 @@ async def test_a_slots_dataclass_stream_made_while_instrumented_is_patched_once_
     assert dict(otel.one_stream_span().attributes or {})["streamscope.stream.events.total"] == len(events)
     streamscope.uninstrument()
     assert SlotStream.__dict__["__aiter__"] is defined
+
+
+class Registered:
+    """A third party's mixin registering each subclass, the way plugin registries do (`__init_subclass__`)."""
+
+    subclasses: list[type[Any]] = []  # noqa: RUF012 - the registry itself
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Registered.subclasses.append(cls)
+
+
+def test_a_mixins_class_hook_after_streamed_response_still_runs_while_instrumented(otel: Otel) -> None:
+    """streamscope's class-creation hook on StreamedResponse passes on to the next hook in the class's order, so a
+    mixin listed after the stream base still sees each class, as without streamscope."""
+    streamscope.instrument(**otel.providers)
+
+    class RegisteredStream(WordStream, Registered):
+        pass
+
+    assert Registered.subclasses[-1] is RegisteredStream
