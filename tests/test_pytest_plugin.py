@@ -1,19 +1,26 @@
-"""The pytest plugin, `pytest --streamscope`: inner pytest runs in subprocesses, each making real denied requests.
+"""The pytest plugin, `pytest --streamscope`: inner pytest runs, each making real denied requests.
 
 Every inner test that is denied builds a real `OpenAIChatModel` (base URL 127.0.0.1:9, never reached: the denial
 comes first) and runs an agent on it with model requests disallowed; the ones that must not be named use
-`TestModel`/`FunctionModel`, which are never denied. Subprocesses, because the plugin instruments the whole
-process; each inner run has its own minimal ini (warnings are errors there too).
+`TestModel`/`FunctionModel`, which are never denied. Each inner run has its own minimal ini (warnings are errors
+there too). Each runs twice: in a subprocess, as a user's run is (the plugin instruments the whole process, and
+what it leaves behind is printed at the process's exit), and in this process, where the plugin's code runs under
+the eyes of coverage and mutation testing (`make mutation` selects only these: `-k "not subprocess"`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 import re
 import uuid
+from collections.abc import Callable
 
 import pytest
+from pydantic_ai import models
 
+import streamscope
 from streamscope.pytest_plugin import (
     OUTSIDE_TESTS,
     SECTION_TITLE,
@@ -24,6 +31,20 @@ from streamscope.pytest_plugin import (
 )
 
 pytest_plugins = ["pytester"]
+
+# pytester forgets, when an inner run ends, the modules first imported during it: those of streamscope and of the
+# inner tests are imported now, so that every inner run made in this process shares them with it (a second copy of
+# streamscope's modules would hold patches and state that nothing here could see or undo).
+for _module in [
+    *(info.name for info in pkgutil.walk_packages(streamscope.__path__, "streamscope.")),
+    "pydantic_ai.exceptions",
+    "pydantic_ai.models.function",
+    "pydantic_ai.models.openai",
+    "pydantic_ai.models.test",
+    "pydantic_ai.providers.openai",
+    "pydantic_ai.usage",
+]:
+    importlib.import_module(_module)
 
 # The OpenAI model's module is `pydantic_ai.models.openai` in 2.0, `pydantic_ai.models.openai._chat_model` later.
 REQUEST_SITE = r"pydantic_ai\.models\.openai[\w.]*:OpenAIChatModel\.request:\d+"
@@ -60,7 +81,8 @@ def _after_pytest():
     print(f"AFTER PYTEST: instrumented={{instrumented}} handlers={{len(logger.handlers)}} shadowed={{shadowed}}")
 
 
-atexit.register(_after_pytest)
+if {at_exit}:
+    atexit.register(_after_pytest)
 
 
 @pytest.fixture
@@ -71,6 +93,40 @@ def real_model():
 DENY_IN_CONFTEST = "models.ALLOW_MODEL_REQUESTS = False"
 
 CLEAN_AFTER = "AFTER PYTEST: instrumented=False handlers=0 shadowed=[]"
+
+Run = Callable[..., pytest.RunResult]
+
+
+@pytest.fixture(params=["subprocess", "inprocess"])
+def runner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the inner pytest runs: in a subprocess, or in this process."""
+    if request.param == "inprocess":
+        # the inner conftest disallows model requests for its whole process: this one gets back what it had
+        monkeypatch.setattr(models, "ALLOW_MODEL_REQUESTS", models.ALLOW_MODEL_REQUESTS)
+    return str(request.param)
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, runner: str) -> Run:
+    """Runs the inner pytest the `runner` way."""
+    return pytester.runpytest_subprocess if runner == "subprocess" else pytester.runpytest_inprocess
+
+
+def state_after() -> str:
+    """What the inner conftest prints at its process's exit, for the inner runs made in this process."""
+    logger = logging.getLogger("streamscope.policy")
+    instrumented = streamscope.StreamscopeInstrumentor().is_instrumented_by_opentelemetry
+    shadowed = sorted(vars(logger).keys() & {"isEnabledFor", "handle"})
+    return f"AFTER PYTEST: instrumented={instrumented} handlers={len(logger.handlers)} shadowed={shadowed}"
+
+
+def assert_left(result: pytest.RunResult, runner: str, state: str = CLEAN_AFTER) -> None:
+    """After the inner run, streamscope and the policy logger are in `state`."""
+    if runner == "subprocess":
+        result.stdout.fnmatch_lines([state])
+    else:
+        assert state_after() == state
+
 
 TESTS_MAIN = """\
 import asyncio
@@ -146,41 +202,44 @@ def assert_section(result: pytest.RunResult, patterns: list[str]) -> None:
         assert re.fullmatch(pattern, line), (line, pattern)
 
 
-def write_project(pytester: pytest.Pytester, setup: str = DENY_IN_CONFTEST, **modules: str) -> None:
+def write_project(pytester: pytest.Pytester, runner: str, setup: str = DENY_IN_CONFTEST, **modules: str) -> None:
     pytester.makeini(INI)
-    pytester.makeconftest(CONFTEST.format(setup=setup))
+    pytester.makeconftest(CONFTEST.format(setup=setup, at_exit=runner == "subprocess"))
     pytester.makepyfile(**modules)
 
 
-def test_without_the_option_nothing_happens(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_main=TESTS_MAIN)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+def test_without_the_option_nothing_happens(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_main=TESTS_MAIN)
+    result = run("-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)  # including: not instrumented while the tests ran
     assert section(result) is None
     assert "policy violation" not in result.stdout.str()
-    result.stdout.fnmatch_lines([CLEAN_AFTER])
+    assert_left(result, runner)
 
 
 @pytest.mark.parametrize("extra", [[], ["-p", "no:cacheprovider"]], ids=["default", "no-cacheprovider"])
-def test_report_lists_exactly_the_denied_tests(pytester: pytest.Pytester, extra: list[str]) -> None:
-    write_project(pytester, test_main=TESTS_MAIN)
-    result = pytester.runpytest_subprocess("--streamscope", *extra)
+def test_report_lists_exactly_the_denied_tests(
+    pytester: pytest.Pytester, extra: list[str], run: Run, runner: str
+) -> None:
+    write_project(pytester, runner, test_main=TESTS_MAIN)
+    result = run("--streamscope", *extra)
     result.assert_outcomes(passed=5)
     assert result.ret == pytest.ExitCode.OK
     assert_section(result, MAIN_SECTION)
-    result.stdout.fnmatch_lines([CLEAN_AFTER])  # uninstrumented, handler and shadows gone
+    assert_left(result, runner)  # uninstrumented, handler and shadows gone
 
 
-def test_report_mode_by_name_and_after_the_paths(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_main=TESTS_MAIN)
-    result = pytester.runpytest_subprocess("test_main.py", "--streamscope=report")
+def test_report_mode_by_name_and_after_the_paths(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_main=TESTS_MAIN)
+    result = run("test_main.py", "--streamscope=report")
     result.assert_outcomes(passed=5)
     assert_section(result, MAIN_SECTION)
 
 
-def test_strict_fails_the_denied_tests(pytester: pytest.Pytester) -> None:
+def test_strict_fails_the_denied_tests(pytester: pytest.Pytester, run: Run, runner: str) -> None:
     write_project(
         pytester,
+        runner,
         test_main=TESTS_MAIN,
         test_failing="""\
             import pytest
@@ -193,7 +252,7 @@ def test_strict_fails_the_denied_tests(pytester: pytest.Pytester) -> None:
                 assert 1 == 2, "failed on its own"
             """,
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--streamscope=strict")
+    result = run("-p", "no:cacheprovider", "--streamscope=strict")
     result.assert_outcomes(passed=3, failed=3)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.re_match_lines(
@@ -232,9 +291,10 @@ def test_strict_fails_the_denied_tests(pytester: pytest.Pytester) -> None:
     )
 
 
-def test_override_allow_model_requests_inside_a_test(pytester: pytest.Pytester) -> None:
+def test_override_allow_model_requests_inside_a_test(pytester: pytest.Pytester, run: Run, runner: str) -> None:
     write_project(
         pytester,
+        runner,
         setup="",  # requests allowed, except inside the context manager
         test_override="""\
             import pytest
@@ -253,7 +313,7 @@ def test_override_allow_model_requests_inside_a_test(pytester: pytest.Pytester) 
                     assert Agent(TestModel()).run_sync("hi").output
             """,
     )
-    result = pytester.runpytest_subprocess("--streamscope", "-p", "no:cacheprovider")
+    result = run("--streamscope", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
     assert_section(
         result,
@@ -301,16 +361,16 @@ FIXTURES_SECTION = [
 ]
 
 
-def test_violations_in_fixtures_belong_to_the_phase(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_fixtures=FIXTURES)
-    result = pytester.runpytest_subprocess("--streamscope", "-p", "no:cacheprovider")
+def test_violations_in_fixtures_belong_to_the_phase(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_fixtures=FIXTURES)
+    result = run("--streamscope", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     assert_section(result, FIXTURES_SECTION)
 
 
-def test_strict_fails_setup_and_teardown(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_fixtures=FIXTURES)
-    result = pytester.runpytest_subprocess("--streamscope=strict", "-p", "no:cacheprovider")
+def test_strict_fails_setup_and_teardown(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_fixtures=FIXTURES)
+    result = run("--streamscope=strict", "-p", "no:cacheprovider")
     # setup failed: an error, the test never runs; teardown failed: the test passed, then an error.
     result.assert_outcomes(passed=2, errors=2)
     result.stdout.re_match_lines(
@@ -324,10 +384,11 @@ def test_strict_fails_setup_and_teardown(pytester: pytest.Pytester) -> None:
     assert_section(result, [*FIXTURES_SECTION, r"--streamscope=strict: each test phase listed fails"])
 
 
-def test_records_reach_the_plugin_whatever_the_logger_level(pytester: pytest.Pytester) -> None:
+def test_records_reach_the_plugin_whatever_the_logger_level(pytester: pytest.Pytester, run: Run, runner: str) -> None:
     """Raised levels and a disabled logger drop the record for everyone but the plugin; caplog sees no more."""
     write_project(
         pytester,
+        runner,
         test_levels="""\
             import logging
 
@@ -384,7 +445,7 @@ def test_records_reach_the_plugin_whatever_the_logger_level(pytester: pytest.Pyt
                 assert [r.levelname for r in caplog.records if r.name == POLICY] == ["WARNING"]
             """,
     )
-    result = pytester.runpytest_subprocess("--streamscope", "-p", "no:cacheprovider")
+    result = run("--streamscope", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
     tests = [
         "test_level_raised",
@@ -398,15 +459,15 @@ def test_records_reach_the_plugin_whatever_the_logger_level(pytester: pytest.Pyt
         [rf"test_levels\.py::{name} \(call\): {DENIED}{REQUEST_SITE}" for name in tests]
         + [r"5 policy violations in 5 tests"],
     )
-    result.stdout.fnmatch_lines([CLEAN_AFTER])
+    assert_left(result, runner)
 
 
-def test_already_instrumented_is_left_instrumented(pytester: pytest.Pytester) -> None:
-    write_project(pytester, setup=f"{DENY_IN_CONFTEST}\nstreamscope.instrument()", test_main=TESTS_MAIN)
-    result = pytester.runpytest_subprocess("--streamscope", "-p", "no:cacheprovider")
+def test_already_instrumented_is_left_instrumented(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, setup=f"{DENY_IN_CONFTEST}\nstreamscope.instrument()", test_main=TESTS_MAIN)
+    result = run("--streamscope", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
     assert_section(result, MAIN_SECTION)
-    result.stdout.fnmatch_lines(["AFTER PYTEST: instrumented=True handlers=0 shadowed=[]"])
+    assert_left(result, runner, "AFTER PYTEST: instrumented=True handlers=0 shadowed=[]")
 
 
 OUTSIDE = """\
@@ -444,9 +505,9 @@ def test_other_policy():
 """
 
 
-def test_outside_tests_and_any_policy_name(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_outside=OUTSIDE)
-    result = pytester.runpytest_subprocess("--streamscope", "-p", "no:cacheprovider")
+def test_outside_tests_and_any_policy_name(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_outside=OUTSIDE)
+    result = run("--streamscope", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
     assert result.ret == pytest.ExitCode.OK
     assert_section(
@@ -490,9 +551,9 @@ def test_within_limits():
 """
 
 
-def test_every_guard_is_listed_with_its_policy(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_guards=GUARDS)
-    result = pytester.runpytest_subprocess("--streamscope", "-p", "no:cacheprovider")
+def test_every_guard_is_listed_with_its_policy(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_guards=GUARDS)
+    result = run("--streamscope", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     assert result.ret == pytest.ExitCode.OK
     assert_section(
@@ -506,9 +567,9 @@ def test_every_guard_is_listed_with_its_policy(pytester: pytest.Pytester) -> Non
     )
 
 
-def test_strict_fails_the_run_for_violations_outside_tests(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_outside=OUTSIDE)
-    result = pytester.runpytest_subprocess("--streamscope=strict", "-p", "no:cacheprovider", "-k", "test_clean")
+def test_strict_fails_the_run_for_violations_outside_tests(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_outside=OUTSIDE)
+    result = run("--streamscope=strict", "-p", "no:cacheprovider", "-k", "test_clean")
     result.assert_outcomes(passed=1, deselected=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert_section(
@@ -521,25 +582,25 @@ def test_strict_fails_the_run_for_violations_outside_tests(pytester: pytest.Pyte
     )
 
 
-def test_no_violation(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_main=TESTS_MAIN)
-    result = pytester.runpytest_subprocess("--streamscope=strict", "-p", "no:cacheprovider", "-k", "not denied")
+def test_no_violation(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_main=TESTS_MAIN)
+    result = run("--streamscope=strict", "-p", "no:cacheprovider", "-k", "not denied")
     result.assert_outcomes(passed=3, deselected=2)
     assert result.ret == pytest.ExitCode.OK
     assert_section(result, [r"no test triggered a policy violation"])
 
 
-def test_ini_option(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_main=TESTS_MAIN)
+def test_ini_option(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_main=TESTS_MAIN)
     pytester.makeini(INI + "streamscope = strict\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = run("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=2)
     assert_section(result, [*MAIN_SECTION, r"--streamscope=strict: each test phase listed fails"])
 
     # the command line wins; `-p no:streamscope` turns the plugin off
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--streamscope=report")
+    result = run("-p", "no:cacheprovider", "--streamscope=report")
     result.assert_outcomes(passed=5)
-    result = pytester.runpytest_subprocess(
+    result = run(
         "-p",
         "no:cacheprovider",
         "-p",
@@ -551,28 +612,29 @@ def test_ini_option(pytester: pytest.Pytester) -> None:
     assert section(result) is None
 
 
-def test_bad_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    write_project(pytester, test_main=TESTS_MAIN)
-    result = pytester.runpytest_subprocess("--streamscope=loud")
+def test_bad_mode_is_a_usage_error(pytester: pytest.Pytester, run: Run, runner: str) -> None:
+    write_project(pytester, runner, test_main=TESTS_MAIN)
+    result = run("--streamscope=loud")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*argument --streamscope: invalid choice: 'loud'*"])
 
     pytester.makeini(INI + "streamscope = loud\n")
-    result = pytester.runpytest_subprocess()
+    result = run()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*streamscope ini option: expected one of report, strict, got 'loud'*"])
 
 
-def test_xdist_is_not_supported(pytester: pytest.Pytester) -> None:
+def test_xdist_is_not_supported(pytester: pytest.Pytester, run: Run, runner: str) -> None:
     """Under pytest-xdist the controller runs no test: it says so rather than "no test triggered" anything."""
-    write_project(pytester, test_main=TESTS_MAIN)
+    write_project(pytester, runner, test_main=TESTS_MAIN)
     pytester.makepyfile(
         fake_xdist="""\
             def pytest_configure(config):
                 config.pluginmanager.register(object(), "dsession")  # the name pytest-xdist's controller uses
             """
     )
-    result = pytester.runpytest_subprocess("--streamscope", "-p", "fake_xdist", "-p", "no:cacheprovider")
+    pytester.syspathinsert()  # `-p fake_xdist` imports it: from the inner run's directory
+    result = run("--streamscope", "-p", "fake_xdist", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
     assert section(result) == ["not supported with pytest-xdist: the tests ran in worker processes, not listed here"]
 
