@@ -10,11 +10,14 @@ the eyes of coverage and mutation testing (`make mutation` selects only these: `
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import importlib
 import logging
 import pkgutil
 import re
 import uuid
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -109,7 +112,21 @@ def runner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 @pytest.fixture
 def run(pytester: pytest.Pytester, runner: str) -> Run:
     """Runs the inner pytest the `runner` way."""
-    return pytester.runpytest_subprocess if runner == "subprocess" else pytester.runpytest_inprocess
+    if runner == "subprocess":
+        return pytester.runpytest_subprocess
+
+    def in_this_process(*args: str) -> pytest.RunResult:
+        try:
+            return pytester.runpytest_inprocess(*args)
+        finally:
+            # What `Agent.run_sync` leaves to the collector (the inner ini ignores it): its event loop, still this
+            # thread's current one, and the loop's sockets. Collected now, not in some later test of this run.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                asyncio.set_event_loop(None)
+                gc.collect()
+
+    return in_this_process
 
 
 def state_after() -> str:
