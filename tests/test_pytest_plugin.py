@@ -38,10 +38,12 @@ pytest_plugins = ["pytester"]
 # pytester forgets, when an inner run ends, the modules first imported during it: those of streamscope and of the
 # inner tests are imported now, so that every inner run made in this process shares them with it (a second copy of
 # streamscope's modules would hold patches and state that nothing here could see or undo), and none imports again
-# what the one before it imported (the OpenAI client's resources and the price data take a second or two).
+# what the one before it imported (the OpenAI client's resources, the price data, and Hypothesis, which its pytest
+# plugin imports at the end of each run, take a second or two each).
 for _module in [
     *(info.name for info in pkgutil.walk_packages(streamscope.__path__, "streamscope.")),
     "genai_prices.data",
+    "hypothesis",
     "openai.resources.chat.completions",
     "pydantic_ai.exceptions",
     "pydantic_ai.models.function",
