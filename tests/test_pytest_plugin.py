@@ -634,6 +634,24 @@ def test_ini_option(pytester: pytest.Pytester, run: Run, runner: str) -> None:
     assert section(result) is None
 
 
+def test_help_describes_the_option_and_the_ini_option(
+    pytester: pytest.Pytester, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one line each
+    result = run("--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.re_match_lines(
+        [
+            r"streamscope: policy violations by test:",
+            r"  --streamscope=\[MODE\]  list the tests that made a model request denied by ALLOW_MODEL_REQUESTS=False "
+            r"\(MODE 'report', the default\); 'strict': also fail them\. Before a test path write --streamscope=report",
+        ]
+    )
+    result.stdout.re_match_lines(
+        [r"  streamscope \(string\): streamscope mode when --streamscope is not given: report or strict"]
+    )
+
+
 def test_bad_mode_is_a_usage_error(pytester: pytest.Pytester, run: Run, runner: str) -> None:
     write_project(pytester, runner, test_main=TESTS_MAIN)
     result = run("--streamscope=loud")
@@ -755,3 +773,50 @@ def test_reporter_groups_and_counts(pytestconfig: pytest.Config) -> None:
         ]
         * 2
     )
+
+
+def test_a_record_with_an_empty_policy_name_is_listed_as_an_unknown_policy(pytestconfig: pytest.Config) -> None:
+    reporter = StreamscopeReporter(pytestconfig, "report")
+    reporter._record(record_of(**{**VIOLATION_EXTRA, "streamscope_policy": ""}))
+    assert reporter.summary_lines()[0] == (
+        "(outside tests): <unknown policy>: OpenAIChatModel gpt-4o (openai) at app:run:1"
+    )
+
+
+def test_a_failing_sink_is_reported_as_logging_reports_a_failing_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    def sink(record: logging.LogRecord) -> None:
+        raise LookupError("sink failed")
+
+    handler = _ViolationHandler(sink)
+    handler.handle(record_of(**VIOLATION_EXTRA))
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err
+    assert "LookupError: sink failed" in err
+    assert "Message: 'violation'" in err  # the record that failed, as logging shows it
+
+
+def test_closing_a_subscription_never_opened_or_twice_does_nothing() -> None:
+    logger = logging.getLogger(f"tests.test_pytest_plugin.policy.{uuid.uuid4().hex}")
+    handler = _ViolationHandler(lambda record: None)
+    never_opened = _Subscription(logger, handler)
+    never_opened.close()
+    opened = _Subscription(logger, handler)
+    opened.open()
+    opened.close()
+    opened.close()
+    assert logger.handlers == []
+    assert "isEnabledFor" not in vars(logger)
+    assert "handle" not in vars(logger)
+
+
+def test_stopping_twice_uninstruments_once(pytestconfig: pytest.Config) -> None:
+    """The second stop() leaves alone what the user instrumented since the first."""
+    reporter = StreamscopeReporter(pytestconfig, "report")
+    reporter.start()
+    instrumentor = streamscope.StreamscopeInstrumentor()
+    assert instrumentor.is_instrumented_by_opentelemetry
+    reporter.stop()
+    assert not instrumentor.is_instrumented_by_opentelemetry
+    streamscope.instrument()
+    reporter.stop()
+    assert instrumentor.is_instrumented_by_opentelemetry
