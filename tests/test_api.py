@@ -516,7 +516,11 @@ async def test_instrument_model_name_is_resolved(otel: Otel) -> None:
     assert attributes["gen_ai.request.model"] == "test"
 
 
-@pytest.mark.parametrize("bad", [42, object(), FunctionModel, b"test", ["test"]], ids=repr)
+@pytest.mark.parametrize(
+    "bad",
+    [42, object(), FunctionModel, b"test", ["test"]],
+    ids=lambda bad: re.sub(r" at 0x[0-9a-f]+>$", ">", repr(bad)),
+)
 def test_instrument_rejects_non_models(bad: object) -> None:
     with pytest.raises(TypeError, match="Model"):
         streamscope.instrument(cast(Any, bad))
