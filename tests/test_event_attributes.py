@@ -70,6 +70,38 @@ def test_span_event_attributes_are_exactly_the_described_ones(event: Any, expect
     assert describe(event) == expected
 
 
+@dataclass
+class _OwnPart:
+    """A part of a stream's own kind: no `part_kind`."""
+
+    tool_name: str = "lookup"
+
+
+@dataclass
+class _OwnDelta:
+    """A delta of a stream's own kind: no `part_delta_kind`."""
+
+    tool_name_delta: str = "up"
+
+
+@dataclass
+class _OwnEvent:
+    index: int
+    part: Any = None
+    delta: Any = None
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (_OwnEvent(1, part=_OwnPart()), {"streamscope.part.index": 1, "gen_ai.tool.name": "lookup"}),
+        (_OwnEvent(2, delta=_OwnDelta()), {"streamscope.part.index": 2, "gen_ai.tool.name": "up"}),
+    ],
+)
+def test_events_of_a_streams_own_kinds_are_described_by_what_they_have(event: Any, expected: dict[str, Any]) -> None:
+    assert describe(event) == expected
+
+
 @pytest.mark.parametrize("text", ["Hello", "", "naïve ✓"])
 def test_the_text_delta_fast_path_describes_as_the_general_path_does(text: str) -> None:
     fast = describe(PartDeltaEvent(index=7, delta=TextPartDelta(content_delta=text)))

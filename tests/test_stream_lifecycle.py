@@ -774,3 +774,30 @@ async def test_a_coalesced_run_counts_only_the_content_its_deltas_carry(otel: Ot
     assert run.attributes["streamscope.event.coalesced_count"] == 3
     assert run.attributes["streamscope.content.length"] == 4
     assert run.attributes["streamscope.part.index"] == 0
+
+
+async def test_a_coalesced_run_of_tool_call_deltas_names_no_tool(otel: Otel) -> None:
+    """A run's first delta may carry a piece of the tool's name (a name streamed in pieces): the run is not named
+    after that piece; the part start that came before it names the tool."""
+
+    async def tool_call(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[Any]:
+        yield {0: DeltaToolCall(name="get_")}  # the part start
+        yield {0: DeltaToolCall(name="weather")}
+        yield {0: DeltaToolCall(json_args='{"city": ')}
+        yield {0: DeltaToolCall(json_args='"Paris"}')}
+
+    model = streamscope.instrument(
+        FunctionModel(stream_function=tool_call, model_name="caller"), span_events="coalesce", **otel.providers
+    )
+    await consume(model)
+    span = otel.one_stream_span()
+    (start,) = [e for e in span.events if e.name == "streamscope.stream.part_start"]
+    assert (start.attributes or {})["gen_ai.tool.name"] == "get_"
+    (run,) = [e for e in span.events if e.name == "streamscope.stream.part_deltas"]
+    assert {k: v for k, v in (run.attributes or {}).items() if "offset" not in k} == {
+        "streamscope.event.kind": "part_delta",
+        "streamscope.part.index": 0,
+        "streamscope.delta.kind": "tool_call",
+        "streamscope.event.coalesced_count": 3,
+        "streamscope.content.length": 17,
+    }

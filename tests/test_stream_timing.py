@@ -140,6 +140,17 @@ async def test_timings_are_exact_on_a_scripted_clock(otel: Otel, monkeypatch: py
         ]
         assert offsets[0] == pytest.approx(0.040)
         assert offsets[-1] == pytest.approx(0.210)
+    if mode == "coalesce":  # the deltas "b".."e": one event from the first (50 ms) to the last (210 ms)
+        (deltas,) = [event for event in span.events if event.name == "streamscope.stream.part_deltas"]
+        assert dict(deltas.attributes or {}) == {
+            "streamscope.event.kind": "part_delta",
+            "streamscope.part.index": 0,
+            "streamscope.delta.kind": "text",
+            "streamscope.event.offset_seconds": 0.050,
+            "streamscope.event.last_offset_seconds": 0.210,
+            "streamscope.event.coalesced_count": 4,
+            "streamscope.content.length": 4,
+        }
 
 
 @pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
