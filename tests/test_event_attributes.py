@@ -52,6 +52,11 @@ class _PartDeltaEventSubclass(PartDeltaEvent):
             },
         ),
         (
+            FinalResultEvent(tool_name="final_result", tool_call_id="call-1"),
+            {"gen_ai.tool.name": "final_result", "gen_ai.tool.call.id": "call-1"},
+        ),
+        (FinalResultEvent(tool_name=None, tool_call_id=None), {}),
+        (
             PartStartEvent(index=0, part=TextPart(content="Hi")),
             {"streamscope.part.index": 0, "streamscope.part.kind": "text", "streamscope.content.length": 2},
         ),
@@ -89,13 +94,23 @@ class _OwnEvent:
     index: int
     part: Any = None
     delta: Any = None
+    tool_name: str | None = None  # read only from an event with neither a part nor a delta
+
+
+@dataclass
+class _IndexOnlyEvent:
+    index: int
 
 
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
+        (_IndexOnlyEvent(7), {"streamscope.part.index": 7}),
         (_OwnEvent(1, part=_OwnPart()), {"streamscope.part.index": 1, "gen_ai.tool.name": "lookup"}),
         (_OwnEvent(2, delta=_OwnDelta()), {"streamscope.part.index": 2, "gen_ai.tool.name": "up"}),
+        (_OwnEvent(3, part=_OwnPart(), tool_name="other"), {"streamscope.part.index": 3, "gen_ai.tool.name": "lookup"}),
+        (_OwnEvent(4, delta=_OwnDelta(), tool_name="other"), {"streamscope.part.index": 4, "gen_ai.tool.name": "up"}),
+        (_OwnEvent(5, tool_name="other"), {"streamscope.part.index": 5, "gen_ai.tool.name": "other"}),
     ],
 )
 def test_events_of_a_streams_own_kinds_are_described_by_what_they_have(event: Any, expected: dict[str, Any]) -> None:

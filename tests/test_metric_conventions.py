@@ -225,3 +225,21 @@ async def test_per_chunk_metric_bucket_boundaries(otel: Otel) -> None:
     await drain(streamscope.instrument(make_model_class(WordStream)(), **otel.providers, chunk_timing="per_chunk"))
     ((_, per_chunk),) = otel.metrics()[TPOC]
     assert tuple(per_chunk.explicit_bounds) == CHUNK_BOUNDARIES
+
+
+async def test_counts_are_exported_as_integers(otel: Otel, instrument: Instrument) -> None:
+    """Token, event and stream counts are integers (OTLP's as_int), not floats: only the cost, summed as a Decimal,
+    is reported as a float."""
+    await drain(instrument(make_model_class(WordStream)()))
+    metrics = otel.metrics()
+    counts = [
+        name
+        for name in metrics
+        if name.startswith("streamscope.usage.")
+        or name in ("streamscope.stream.events", "streamscope.streams.finished")
+    ]
+    assert "streamscope.usage.output_tokens" in counts
+    assert "streamscope.stream.events" in counts
+    assert "streamscope.streams.finished" in counts
+    for name in [*counts, "streamscope.streams.active"]:
+        assert {type(point.value) for _, point in metrics[name]} == {int}, name

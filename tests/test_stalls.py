@@ -7,11 +7,13 @@ import math
 from typing import Any
 
 import pytest
+from opentelemetry.metrics import CallbackOptions
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pydantic_ai.models import ModelRequestParameters
 
 import streamscope
+from streamscope._metrics import StallWatch
 from tests.conftest import Otel
 from tests.test_cost import GrowingModel, prompt
 
@@ -122,3 +124,12 @@ def test_stall_threshold_default_is_thirty_seconds() -> None:
 
     assert build_options().stall_threshold == 30.0
     assert build_options(stall_threshold=2).stall_threshold == 2.0
+
+
+def test_a_stall_watch_not_yet_given_its_instruments_observes_nothing() -> None:
+    """Its callbacks are registered before its instruments exist: a collection in between (a periodic reader's
+    thread) gets no observation, not an error."""
+    watch = StallWatch()
+    options = CallbackOptions()
+    assert list(watch.observe_stalled(options)) == []
+    assert list(watch.observe_oldest_age(options)) == []

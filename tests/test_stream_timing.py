@@ -193,3 +193,43 @@ async def test_live_pricing_is_due_exactly_one_interval_after_the_last(
     monkeypatch.setattr(ModelResponse, "cost", recording_cost)
     await run_scripted(otel, monkeypatch, mode, priced=True)
     assert priced == [3, 5, 5]
+
+
+@dataclass
+class SignatureFirstStream(WordStream):
+    """A thinking part's start with only its signature (no output: not a chunk) at 20 ms, then two deltas of text."""
+
+    clock: Clock = field(default_factory=Clock)
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        self.clock.ns = OPENED_AT + 20 * MS
+        for event in self._parts_manager.handle_thinking_delta(vendor_part_id="thinking", signature="sig-1"):
+            yield event
+        for at_ms, text in ((40, "hmm"), (100, " so")):
+            self.clock.ns = OPENED_AT + at_ms * MS
+            for event in self._parts_manager.handle_thinking_delta(vendor_part_id="thinking", content=text):
+                yield event
+
+
+@pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
+async def test_a_first_chunk_after_the_kept_first_events_is_timed(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With no span events ("none") the hot path keeps no first events: its first loop sees the first event only,
+    and a first chunk that comes after it is timed by the second loop."""
+    clock = Clock()
+    monkeypatch.setattr(time, "perf_counter_ns", clock)
+
+    @dataclass
+    class Stream(SignatureFirstStream):
+        clock: Clock = field(default_factory=lambda: clock)
+
+    model = streamscope.instrument(make_model_class(Stream)(), span_events=mode, cost=False, **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert attributes["streamscope.stream.chunks"] == 2
+    assert attributes["gen_ai.response.time_to_first_chunk"] == 0.020  # the first event, as the conventions say
+    assert attributes["streamscope.stream.chunk_gap.mean"] == 0.060  # from the first chunk, 40 ms in, to the last
+    assert attributes["streamscope.stream.chunk_gap.longest"] == 0.060
