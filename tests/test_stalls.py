@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Any
 
 import pytest
@@ -133,3 +134,23 @@ def test_a_stall_watch_not_yet_given_its_instruments_observes_nothing() -> None:
     options = CallbackOptions()
     assert list(watch.observe_stalled(options)) == []
     assert list(watch.observe_oldest_age(options)) == []
+
+
+async def test_streams_stall_only_past_the_threshold_and_are_each_counted(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a scripted clock: two streams of one model opened and not read yet are not stalled when exactly the
+    threshold has passed, and both are, counted, one nanosecond later."""
+    now = [1_000_000_000_000]
+    monkeypatch.setattr(time, "perf_counter_ns", lambda: now[0])
+    model = streamscope.instrument(GrowingModel("gpt-4o"), stall_threshold=2, **otel.providers)
+    opened = now[0]
+    async with (
+        model.request_stream(prompt(), None, ModelRequestParameters()),
+        model.request_stream(prompt(), None, ModelRequestParameters()),
+    ):
+        now[0] = opened + 2_000_000_000
+        assert gauge(otel, STALLED, "gpt-4o") == 0
+        now[0] += 1
+        assert gauge(otel, STALLED, "gpt-4o") == 2
+        assert gauge(otel, OLDEST_AGE, "gpt-4o") == 2.000000001
