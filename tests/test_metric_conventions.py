@@ -243,3 +243,28 @@ async def test_counts_are_exported_as_integers(otel: Otel, instrument: Instrumen
     assert "streamscope.streams.finished" in counts
     for name in [*counts, "streamscope.streams.active"]:
         assert {type(point.value) for _, point in metrics[name]} == {int}, name
+
+
+async def test_streamscopes_own_instruments_have_their_descriptions_and_units(otel: Otel) -> None:
+    """What Prometheus and OTLP backends show (HELP, unit suffixes) for streamscope's own instruments."""
+    await drain(streamscope.instrument(make_model_class(WordStream)(), **otel.providers))
+    ours = {name: v for name, v in _described(otel.metric_reader).items() if name.startswith("streamscope.")}
+    assert ours == {
+        "streamscope.stream.chunk_gap.longest": (
+            "Longest time between two consecutive output chunks of a stream, per stream.",
+            "s",
+        ),
+        "streamscope.stream.chunk_gap.mean": (
+            "Mean time between consecutive output chunks of a stream, one value per stream.",
+            "s",
+        ),
+        "streamscope.stream.events": ("Stream events seen, by kind.", "{event}"),
+        "streamscope.streams.active": ("Streams opened and not yet finished.", "{stream}"),
+        "streamscope.streams.finished": ("Streams finished, by outcome.", "{stream}"),
+        "streamscope.streams.oldest_age": ("Age of the oldest stream in flight (0 when none is).", "s"),
+        "streamscope.streams.stalled": (
+            "Streams in flight whose last chunk (or open, before the first) is older than the stall threshold.",
+            "{stream}",
+        ),
+        "streamscope.usage.output_tokens": ("Growth of the streams' usage.output_tokens, as it happens.", "{token}"),
+    }

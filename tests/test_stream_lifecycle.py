@@ -801,3 +801,47 @@ async def test_a_coalesced_run_of_tool_call_deltas_names_no_tool(otel: Otel) -> 
         "streamscope.event.coalesced_count": 3,
         "streamscope.content.length": 17,
     }
+
+
+def runs_model() -> FunctionModel:
+    """Three runs of deltas: 3 thinking deltas, 4 text deltas, 2 more thinking deltas (each after its part start)."""
+
+    async def stream(_messages: list[ModelMessage], _info: AgentInfo) -> AsyncIterator[Any]:
+        for word in ["a", "b", "c", "d"]:
+            yield {0: DeltaThinkingPart(content=word)}
+        for word in ["e", "f", "g", "h", "i"]:
+            yield word
+        for word in ["j", "k"]:
+            yield {0: DeltaThinkingPart(content=word)}
+
+    return FunctionModel(stream_function=stream, model_name="runs")
+
+
+async def test_every_coalesced_run_is_counted_under_its_kind(otel: Otel) -> None:
+    model = streamscope.instrument(runs_model(), span_events="coalesce", **otel.providers)
+    await consume(model)
+    span = otel.one_stream_span()
+    runs = [(e.attributes or {})["streamscope.event.coalesced_count"] for e in span.events if e.name.endswith("deltas")]
+    assert runs == [3, 4, 2]
+    assert attrs(span)["streamscope.stream.events.coalesced.part_delta"] == 9
+
+
+@pytest.mark.parametrize("room", [1, 2])
+async def test_coalesced_runs_beyond_the_span_event_room_are_dropped_and_counted(room: int) -> None:
+    """With room for one span event of the stream (the limit less the two streamscope keeps for itself) only the
+    first is kept, with room for two the first and the last: the rest are counted as dropped."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_events=room + 2))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    model = streamscope.instrument(runs_model(), span_events="coalesce", tracer_provider=provider)  # pyright: ignore[reportArgumentType]
+    events = await consume(model)
+    (span,) = exporter.get_finished_spans()
+    stream_events = [e.name.removeprefix("streamscope.stream.") for e in span.events][:room]
+    assert stream_events == ["part_start", "part_end"][:room]
+    a = attrs(span)
+    emitted = sum(v for k, v in a.items() if k.startswith("streamscope.stream.events.emitted."))
+    dropped = sum(v for k, v in a.items() if k.startswith("streamscope.stream.events.dropped."))
+    assert emitted == room
+    assert emitted + dropped == len(events) == a["streamscope.stream.events.total"]
