@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pydantic_ai.models import ModelRequestParameters
 
 import streamscope
+from streamscope import _inflight
 from streamscope._metrics import StallWatch
 from tests.conftest import Otel
 from tests.test_cost import GrowingModel, prompt
@@ -154,3 +156,21 @@ async def test_streams_stall_only_past_the_threshold_and_are_each_counted(
         now[0] += 1
         assert gauge(otel, STALLED, "gpt-4o") == 2
         assert gauge(otel, OLDEST_AGE, "gpt-4o") == 2.000000001
+
+
+@pytest.mark.parametrize("order", ["oldest first", "oldest last"])
+def test_the_oldest_age_is_the_oldest_streams_in_any_order(monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """The streams in flight come in no particular order (a weak set): the gauge is the oldest's age either way."""
+    key = (("gen_ai.request.model", "gpt-4o"),)
+    owner = SimpleNamespace(streams_active=SimpleNamespace(keys=lambda: [key]))
+    telemetry = SimpleNamespace(metrics=owner)
+    old = SimpleNamespace(telemetry=telemetry, metric_key=key, start_ns=1_000, last_chunk_ns=0, stall_threshold_ns=10)
+    young = SimpleNamespace(telemetry=telemetry, metric_key=key, start_ns=3_000, last_chunk_ns=0, stall_threshold_ns=10)
+    in_flight = [old, young] if order == "oldest first" else [young, old]
+    monkeypatch.setattr(_inflight, "snapshot", lambda: in_flight)
+    monkeypatch.setattr(time, "perf_counter_ns", lambda: 5_000)
+    watch = StallWatch()
+    watch.owner = owner  # pyright: ignore[reportAttributeAccessIssue]
+    [observation] = watch.observe_oldest_age(CallbackOptions())
+    assert observation.value == 4_000 / 1e9
+    assert observation.attributes == {"gen_ai.request.model": "gpt-4o"}
