@@ -19,13 +19,15 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.trace import SpanContext
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 import streamscope
 from tests.composition import MESSAGES
 from tests.conftest import Instrument, Otel
+from tests.test_cost import GrowingModel
 from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
@@ -268,3 +270,24 @@ async def test_streamscopes_own_instruments_have_their_descriptions_and_units(ot
         ),
         "streamscope.usage.output_tokens": ("Growth of the streams' usage.output_tokens, as it happens.", "{token}"),
     }
+
+
+async def test_the_cost_and_violation_instruments_have_their_descriptions_and_units(instrumented: Otel) -> None:
+    def filtered(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("I can")], finish_reason="content_filter")
+
+    await Agent(FunctionModel(filtered, model_name="moderated")).run("hi")
+    await drain(GrowingModel("gpt-4o"))  # priced by genai-prices
+    described = _described(instrumented.metric_reader)
+    assert described["streamscope.policy.violations"] == (
+        "Model requests denied, or answers stopped, by a policy (streamscope.policy.name).",
+        "{violation}",
+    )
+    assert described["streamscope.cost"] == (
+        "Cost of the streams' usage in USD, recorded as it grows (genai-prices).",
+        "{USD}",
+    )
+    assert described["streamscope.stream.cost"] == (
+        "Cost of one stream in USD when it ended, by outcome (genai-prices).",
+        "{USD}",
+    )
