@@ -271,11 +271,14 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"usage_flush_interval": "x"}, TypeError, "usage_flush_interval"),
     ({"usage_flush_interval": True}, TypeError, "usage_flush_interval"),
 ]
-# no memory address in an id: the same test has the same id in every process (mutmut, pytest-xdist, -k)
-BAD_IDS = [
-    re.sub(r" at 0x[0-9a-f]+>$", ">", f"{next(iter(kwargs))}={next(iter(kwargs.values()))!r}")
-    for kwargs, _, _ in BAD_OPTIONS
-]
+
+
+def stable_id(value: object) -> str:
+    """`repr(value)` without a memory address: the same test has the same id in every process (mutmut, -k, xdist)."""
+    return re.sub(r" at 0x[0-9a-f]+>$", ">", repr(value))
+
+
+BAD_IDS = [f"{next(iter(kwargs))}={stable_id(next(iter(kwargs.values())))}" for kwargs, _, _ in BAD_OPTIONS]
 
 
 @pytest.mark.parametrize(("options", "error", "option"), BAD_OPTIONS, ids=BAD_IDS)
@@ -516,11 +519,7 @@ async def test_instrument_model_name_is_resolved(otel: Otel) -> None:
     assert attributes["gen_ai.request.model"] == "test"
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [42, object(), FunctionModel, b"test", ["test"]],
-    ids=lambda bad: re.sub(r" at 0x[0-9a-f]+>$", ">", repr(bad)),
-)
+@pytest.mark.parametrize("bad", [42, object(), FunctionModel, b"test", ["test"]], ids=stable_id)
 def test_instrument_rejects_non_models(bad: object) -> None:
     with pytest.raises(TypeError, match="Model"):
         streamscope.instrument(cast(Any, bad))

@@ -19,6 +19,7 @@ from streamscope import _inflight
 from streamscope._metrics import StallWatch
 from tests.conftest import Otel
 from tests.test_cost import GrowingModel, prompt
+from tests.test_stream_timing import Clock
 
 pytestmark = pytest.mark.anyio
 
@@ -143,17 +144,17 @@ async def test_streams_stall_only_past_the_threshold_and_are_each_counted(
 ) -> None:
     """On a scripted clock: two streams of one model opened and not read yet are not stalled when exactly the
     threshold has passed, and both are, counted, one nanosecond later."""
-    now = [1_000_000_000_000]
-    monkeypatch.setattr(time, "perf_counter_ns", lambda: now[0])
+    clock = Clock()
+    monkeypatch.setattr(time, "perf_counter_ns", clock)
     model = streamscope.instrument(GrowingModel("gpt-4o"), stall_threshold=2, **otel.providers)
-    opened = now[0]
+    opened = clock.ns
     async with (
         model.request_stream(prompt(), None, ModelRequestParameters()),
         model.request_stream(prompt(), None, ModelRequestParameters()),
     ):
-        now[0] = opened + 2_000_000_000
+        clock.ns = opened + 2_000_000_000
         assert gauge(otel, STALLED, "gpt-4o") == 0
-        now[0] += 1
+        clock.ns += 1
         assert gauge(otel, STALLED, "gpt-4o") == 2
         assert gauge(otel, OLDEST_AGE, "gpt-4o") == 2.000000001
 

@@ -26,6 +26,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolC
 
 import streamscope
 from tests.conftest import Otel, sum_value
+from tests.helpers_reliability import make_otel, shutdown_otel
 from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
@@ -830,16 +831,13 @@ async def test_every_coalesced_run_is_counted_under_its_kind(otel: Otel) -> None
 async def test_coalesced_runs_beyond_the_span_event_room_are_dropped_and_counted(room: int) -> None:
     """With room for one span event of the stream (the limit less the two streamscope keeps for itself) only the
     first is kept, with room for two the first and the last: the rest are counted as dropped."""
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(span_limits=SpanLimits(max_events=room + 2))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    model = streamscope.instrument(runs_model(), span_events="coalesce", tracer_provider=provider)  # pyright: ignore[reportArgumentType]
-    events = await consume(model)
-    (span,) = exporter.get_finished_spans()
-    stream_events = [e.name.removeprefix("streamscope.stream.") for e in span.events][:room]
-    assert stream_events == ["part_start", "part_end"][:room]
+    otel = make_otel(max_events=room + 2)
+    try:
+        events = await consume(streamscope.instrument(runs_model(), span_events="coalesce", **otel.providers))
+        span = otel.one_stream_span()
+    finally:
+        shutdown_otel(otel)
+    assert kinds(span)[:room] == ["part_start", "part_end"][:room]
     a = attrs(span)
     emitted = sum(v for k, v in a.items() if k.startswith("streamscope.stream.events.emitted."))
     dropped = sum(v for k, v in a.items() if k.startswith("streamscope.stream.events.dropped."))

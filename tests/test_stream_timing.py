@@ -77,13 +77,20 @@ class PricedScriptedStream(ScriptedStream):
 
 
 async def run_scripted(
-    otel: Otel, monkeypatch: pytest.MonkeyPatch, mode: str, *, priced: bool = False, **options: Any
+    otel: Otel,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    *,
+    priced: bool = False,
+    script: type[ScriptedStream] | None = None,
+    **options: Any,
 ) -> list[int]:
-    """Stream SCRIPT through an instrumented model; return the output-token counter after each event."""
+    """Stream SCRIPT (or `script`'s own events) through an instrumented model; return the output-token counter
+    after each event."""
     clock = Clock()
     monkeypatch.setattr(time, "perf_counter_ns", clock)
 
-    base: type[Any] = PricedScriptedStream if priced else ScriptedStream
+    base: type[Any] = script or (PricedScriptedStream if priced else ScriptedStream)
 
     @dataclass
     class Stream(base):
@@ -196,10 +203,8 @@ async def test_live_pricing_is_due_exactly_one_interval_after_the_last(
 
 
 @dataclass
-class SignatureFirstStream(WordStream):
+class SignatureFirstStream(ScriptedStream):
     """A thinking part's start with only its signature (no output: not a chunk) at 20 ms, then two deltas of text."""
-
-    clock: Clock = field(default_factory=Clock)
 
     async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
         self.clock.ns = OPENED_AT + 20 * MS
@@ -217,17 +222,7 @@ async def test_a_first_chunk_after_the_kept_first_events_is_timed(
 ) -> None:
     """With no span events ("none") the hot path keeps no first events: its first loop sees the first event only,
     and a first chunk that comes after it is timed by the second loop."""
-    clock = Clock()
-    monkeypatch.setattr(time, "perf_counter_ns", clock)
-
-    @dataclass
-    class Stream(SignatureFirstStream):
-        clock: Clock = field(default_factory=lambda: clock)
-
-    model = streamscope.instrument(make_model_class(Stream)(), span_events=mode, cost=False, **otel.providers)
-    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
-        async for _ in stream:
-            pass
+    await run_scripted(otel, monkeypatch, mode, script=SignatureFirstStream)
     attributes = dict(otel.one_stream_span().attributes or {})
     assert attributes["streamscope.stream.chunks"] == 2
     assert attributes["gen_ai.response.time_to_first_chunk"] == 0.020  # the first event, as the conventions say
