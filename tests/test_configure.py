@@ -322,6 +322,45 @@ async def test_prometheus_endpoint_serves_metrics_and_stops(configurations: list
         await anyio.to_thread.run_sync(fetch, f"http://127.0.0.1:{port}/metrics")
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _endpoint_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("streamscope Prometheus endpoint")]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+async def test_prometheus_endpoint_on_an_ipv4_or_ipv6_address_or_a_name_serves_without_an_access_log(
+    host: str, configurations: list[streamscope.Configuration], capfd: pytest.CaptureFixture[str]
+) -> None:
+    if host == "::1" and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    configuration = streamscope.configure(
+        traces="none", logs="none", metrics="prometheus", prometheus_host=host, prometheus_port=0, set_global=False
+    )
+    configurations.append(configuration)
+    assert configuration.prometheus_address is not None
+    assert configuration.prometheus_address[0] == host
+    port = configuration.prometheus_address[1]
+    [thread] = _endpoint_threads()
+    assert thread.name == f"streamscope Prometheus endpoint :{port}"
+    assert thread.daemon  # a process that never shuts the configuration down still exits
+    await stream_once("served")
+    url_host = f"[{host}]" if ":" in host else host
+    text = await anyio.to_thread.run_sync(fetch, f"http://{url_host}:{port}/metrics")
+    assert 'gen_ai_request_model="served"' in text
+    assert capfd.readouterr().err == ""  # no line per scrape on stderr, as prometheus_client's own server
+    configuration.shutdown()
+    assert not thread.is_alive()
+    assert _endpoint_threads() == []
+
+
 def test_prometheus_address_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, configurations: list[streamscope.Configuration]
 ) -> None:

@@ -8,11 +8,13 @@ are read by the OTLP exporters themselves from the standard ``OTEL_EXPORTER_OTLP
 from __future__ import annotations
 
 import importlib
+import socket
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.metrics.export import (
@@ -86,6 +88,16 @@ def log_exporter(kind: str, protocol: Protocol, endpoint: str | None) -> LogReco
     return otlp_exporter("logs", protocol, endpoint)
 
 
+# How often the endpoint's serving loop looks whether stop() was asked: the longest stop() waits for it. (The
+# standard library's 0.5 s, which prometheus_client's start_http_server keeps, made every shutdown half a second.)
+STOP_POLL_SECONDS = 0.05
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: a scrape every few seconds would fill stderr."""
+
+
 @dataclass(eq=False)
 class PrometheusEndpoint:
     """A Prometheus metric reader and the HTTP server that serves it on ``/metrics``."""
@@ -106,19 +118,36 @@ def prometheus_endpoint(host: str, port: int) -> PrometheusEndpoint:
     """A `PrometheusMetricReader` served on http://host:port/metrics (port 0: any free port).
 
     Each endpoint has a registry of its own (not `prometheus_client`'s process-wide one), so it serves only the
-    metrics of the configuration that made it.
+    metrics of the configuration that made it. Served as `prometheus_client.start_http_server` serves (its WSGI app,
+    one thread per request, no access log, IPv4 or IPv6 as `host` is), by a loop that stops within
+    `STOP_POLL_SECONDS`.
     """
     what = "The Prometheus /metrics endpoint"
     reader_class = _import("opentelemetry.exporter.prometheus", "PrometheusMetricReader", "prometheus", what)
     registry_class = _import("prometheus_client", "CollectorRegistry", "prometheus", what)
-    start_http_server = _import("prometheus_client", "start_http_server", "prometheus", what)
+    make_wsgi_app = _import("prometheus_client", "make_wsgi_app", "prometheus", what)
+    server_class = _import("prometheus_client.exposition", "ThreadingWSGIServer", "prometheus", what)
     registry = registry_class()
     reader: Any = reader_class(registry=registry)
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        server = make_server(
+            str(address[0]),
+            port,
+            make_wsgi_app(registry),
+            type("PrometheusServer", (server_class,), {"address_family": family}),
+            handler_class=_QuietHandler,
+        )
     except BaseException:
         reader.shutdown()  # unregister its collector, so a later attempt can register again
         raise
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": STOP_POLL_SECONDS},
+        name=f"streamscope Prometheus endpoint :{server.server_address[1]}",
+        daemon=True,
+    )
+    thread.start()
     return PrometheusEndpoint(reader, host, server.server_address[1], server, thread)
 
 
