@@ -131,13 +131,12 @@ def prometheus_endpoint(host: str, port: int) -> PrometheusEndpoint:
     reader: Any = reader_class(registry=registry)
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        server = make_server(
-            str(address[0]),
-            port,
-            make_wsgi_app(registry),
-            type("PrometheusServer", (server_class,), {"address_family": family}),
-            handler_class=_QuietHandler,
-        )
+
+        class PrometheusServer(server_class):
+            address_family = family
+
+        app = make_wsgi_app(registry)
+        server = make_server(str(address[0]), port, app, PrometheusServer, handler_class=_QuietHandler)
     except BaseException:
         reader.shutdown()  # unregister its collector, so a later attempt can register again
         raise
