@@ -572,3 +572,38 @@ async def test_the_explanation_names_the_providers_url(otel: Otel, caplog: pytes
     assert message.startswith(
         "streamscope: no cost recorded for model 'words-1' of provider 'acme' (https://llm.acme.example:8443/v1): "
     ), message
+
+
+def _usage_field(name: str) -> Any:
+    return pytest.mark.skipif(
+        name not in {f.name for f in dataclasses.fields(RequestUsage)},
+        reason=f"RequestUsage.{name} arrived after this Pydantic AI release",
+    )
+
+
+def _priced_response(**usage: Any) -> ModelResponse:
+    """A response of a model genai-prices knows: 1,000 input and 100 output tokens of gpt-4o cost $0.0035."""
+    return ModelResponse(
+        parts=[],
+        usage=RequestUsage(input_tokens=1000, output_tokens=100, **usage),
+        model_name="gpt-4o",
+        provider_name="openai",
+    )
+
+
+def test_a_known_model_is_priced_from_its_token_counts() -> None:
+    assert _cost.price_of_response(_priced_response()) == Decimal("0.0035")
+
+
+@_usage_field("cost")
+def test_a_cost_the_provider_reported_is_taken_as_it_is() -> None:
+    assert _cost.price_of_response(_priced_response(cost=Decimal("0.0123"))) == Decimal("0.0123")
+
+
+@_usage_field("unmeasured_requests")
+def test_a_response_that_omitted_its_usage_is_not_priced_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="streamscope")
+    assert _cost.price_of_response(_priced_response(unmeasured_requests=1)) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "streamscope: no cost recorded for model 'gpt-4o' of provider 'openai' (None): the response omitted its usage"
+    ]
