@@ -86,7 +86,7 @@ bench-app: install $(VENV_PHOENIX)/.installed
 # Mutation testing, not part of `make test`: mutmut ([tool.mutmut] in pyproject.toml) mutates src/streamscope and
 # runs, per mutant, the fast server-free tests that reach the mutated function. The score and every survivor go to
 # benchmarks/results/mutation.md (equivalent ones are listed in benchmarks/mutation_equivalents.toml). mutmut puts
-# its mutants' directory on sys.path only if it exists when it starts. A run from scratch takes hours on 2 cores
+# its mutants' directory on sys.path only if it exists when it starts. A run from scratch takes ~2 hours on 2 cores
 # (benchmarks/README.md); results are cached in mutants/, so the next run checks only what changed.
 # MUTANTS='streamscope._events.* streamscope._stream.*' (mutmut's name patterns) checks those mutants only.
 MUTANTS ?=
