@@ -607,3 +607,12 @@ def test_a_response_that_omitted_its_usage_is_not_priced_and_says_why(caplog: py
     assert [r.getMessage() for r in caplog.records] == [
         "streamscope: no cost recorded for model 'gpt-4o' of provider 'openai' (None): the response omitted its usage"
     ]
+
+
+def test_a_response_without_a_model_name_is_not_priced_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="streamscope")
+    response = dataclasses.replace(_priced_response(), model_name=None)
+    assert _cost.price_of_response(response) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "streamscope: no cost recorded for model None of provider 'openai' (None): the response has no model name"
+    ]
