@@ -12,6 +12,7 @@ environment) or before mutmut has measured the tests.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,9 +24,22 @@ STATS_FILE = Path("mutmut-stats.json")  # mutmut runs pytest from inside mutants
 
 
 def measured_durations(stats_file: Path = STATS_FILE) -> dict[str, float]:
-    """Each test's duration in seconds as mutmut measured it, by node id; empty if there is no readable measure."""
+    """Each test's duration in seconds as mutmut measured it, by node id; empty if there is no readable measure.
+
+    Parsed once per version of the file (some MB): in mutmut's fork server, whose warm-up collection reads it, and not
+    again in each mutant's fork.
+    """
     try:
-        durations = json.loads(stats_file.read_text("utf-8"))["duration_by_test"]
+        stat = stats_file.stat()
+    except OSError:
+        return {}
+    return _durations_in(str(stats_file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _durations_in(path: str, mtime_ns: int, size: int) -> dict[str, float]:
+    try:
+        durations = json.loads(Path(path).read_text("utf-8"))["duration_by_test"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     if not isinstance(durations, dict):

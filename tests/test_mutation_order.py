@@ -79,3 +79,12 @@ def test_durations_read_as_seconds_by_node_id(tmp_path: Path) -> None:
     path.write_text(json.dumps({"duration_by_test": {"a.py::t": 1, "b.py::u": 0.25, "c.py::v": None}}))
     assert measured_durations(path) == {"a.py::t": 1.0, "b.py::u": 0.25}
     assert measured_durations(tmp_path / "missing.json") == {}
+
+
+def test_the_stats_file_is_parsed_again_only_once_it_changed(tmp_path: Path) -> None:
+    path = tmp_path / "mutmut-stats.json"
+    path.write_text(json.dumps({"duration_by_test": {"a.py::t": 1}}))
+    first = measured_durations(path)
+    assert measured_durations(path) is first  # parsed once: mutmut's fork server parses it, its mutants' forks reuse it
+    path.write_text(json.dumps({"duration_by_test": {"a.py::t": 2.5, "b.py::u": 0.5}}))
+    assert measured_durations(path) == {"a.py::t": 2.5, "b.py::u": 0.5}
