@@ -514,10 +514,12 @@ async def test_cost_is_counted_once_per_request(otel: Otel, composition: str) ->
 
 
 # --- the data Pydantic AI 2.0 and 2.68 price alike ----------------------------------------------------------------
+USAGE_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestUsage))  # this Pydantic AI release's
+
+
 def test_pricing_matches_pydantic_ai_on_a_response_with_every_usage_field() -> None:
-    fields = {f.name for f in dataclasses.fields(RequestUsage)}
     usage = RequestUsage(input_tokens=5000, cache_read_tokens=1000, output_tokens=700)
-    if "output_reasoning_tokens" in fields:
+    if "output_reasoning_tokens" in USAGE_FIELDS:
         usage = dataclasses.replace(usage, output_reasoning_tokens=300)
     response = ModelResponse(parts=[], usage=usage, model_name="gpt-4o", provider_name="openai")
     assert _cost.price_of_response(response) == response.cost().total_price
@@ -576,7 +578,7 @@ async def test_the_explanation_names_the_providers_url(otel: Otel, caplog: pytes
 
 def _usage_field(name: str) -> Any:
     return pytest.mark.skipif(
-        name not in {f.name for f in dataclasses.fields(RequestUsage)},
+        name not in USAGE_FIELDS,
         reason=f"RequestUsage.{name} arrived after this Pydantic AI release",
     )
 
