@@ -156,8 +156,8 @@ class ExportRecord:
     __slots__ = ("failures", "signal")
 
     def __init__(self, signal: Signal) -> None:
-        self.signal = signal
-        self.failures = 0
+        self.signal: Signal = signal
+        self.failures: int = 0
 
     def note(self, failed: bool) -> None:
         if failed:
@@ -172,8 +172,8 @@ class TrackedSpanExporter(SpanExporter):
     """A span exporter that passes everything through and remembers failed exports."""
 
     def __init__(self, inner: SpanExporter, record: ExportRecord) -> None:
-        self.inner = inner
-        self.record = record
+        self.inner: SpanExporter = inner
+        self.record: ExportRecord = record
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         result = self.inner.export(spans)
@@ -191,8 +191,8 @@ class TrackedLogExporter(LogRecordExporter):
     """A log record exporter that passes everything through and remembers failed exports."""
 
     def __init__(self, inner: LogRecordExporter, record: ExportRecord) -> None:
-        self.inner = inner
-        self.record = record
+        self.inner: LogRecordExporter = inner
+        self.record: ExportRecord = record
 
     def export(self, batch: Sequence[Any]) -> Any:
         result: Any = self.inner.export(batch)
@@ -219,8 +219,8 @@ class TrackedMetricExporter(MetricExporter):
             preferred_temporality=getattr(inner, "_preferred_temporality", None),
             preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
         )
-        self.inner = inner
-        self.record = record
+        self.inner: MetricExporter = inner
+        self.record: ExportRecord = record
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         inner: Any = self.inner

@@ -38,7 +38,7 @@ class Sums:
 
     def __init__(self) -> None:
         self._values: dict[AttributesKey, int | Decimal] = {}
-        self._lock = threading.Lock()
+        self._lock: threading.Lock = threading.Lock()
 
     def add(self, value: int | Decimal, key: AttributesKey) -> None:
         with self._lock:
@@ -64,7 +64,7 @@ class StallWatch:
     """
 
     def __init__(self, owner: MetricInstruments | None = None) -> None:
-        self.owner = owner
+        self.owner: MetricInstruments | None = owner
 
     def _in_flight(self) -> list[Any]:
         return [r for r in _inflight.snapshot() if r.telemetry.metrics is self.owner]

@@ -109,12 +109,12 @@ class InstrumentedRequestStream:
         *,
         pydantic_ai_inside: bool = False,
     ) -> None:
-        self._telemetry = telemetry
-        self._model_settings = model_settings
-        self._model = model
-        self._open_stream = open_stream
-        self._run_context = run_context
-        self._pydantic_ai_inside = pydantic_ai_inside
+        self._telemetry: Telemetry = telemetry
+        self._model_settings: Any = model_settings
+        self._model: Any = model
+        self._open_stream: Callable[[], AbstractAsyncContextManager[Any]] = open_stream
+        self._run_context: Any = run_context
+        self._pydantic_ai_inside: bool = pydantic_ai_inside
         self._inner: AbstractAsyncContextManager[Any] | None = None
         self._recorder: StreamRecorder | None = None
 

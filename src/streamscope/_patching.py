@@ -93,11 +93,11 @@ class ProcessPatches:
     """Installs and removes the process-wide patches; `remove()` restores every original object exactly."""
 
     def __init__(self, telemetry: Telemetry) -> None:
-        self.telemetry = telemetry
-        self.active = False
-        self._lock = threading.RLock()
+        self.telemetry: Telemetry = telemetry
+        self.active: bool = False
+        self._lock: threading.RLock = threading.RLock()
         self._originals: list[tuple[type[Any], str, Any]] = []  # (class, attribute, original or _ABSENT)
-        self._optional_bases = _optional_bases()
+        self._optional_bases: list[tuple[type[Any], tuple[type[Any], ...], tuple[str, ...]]] = _optional_bases()
 
     # --- install / remove ---------------------------------------------------------------------------
     def install(self) -> None:
@@ -224,6 +224,6 @@ class _StreamAsModel:
     """What a stream says about the model that opened it, in the shape `model_attributes` reads."""
 
     def __init__(self, stream: Any) -> None:
-        self.model_name = stream.model_name
-        self.system = stream.provider_name
-        self.base_url = stream.provider_url
+        self.model_name: Any = stream.model_name
+        self.system: Any = stream.provider_name
+        self.base_url: Any = stream.provider_url

@@ -133,42 +133,46 @@ class StreamRecorder:
         deadline: float = math.inf,
         model_class: str | None = None,
     ) -> None:
-        self.telemetry = telemetry
-        self.model_class = model_class  # the class of the model the stream was opened on, for policy violations
-        self.stream = stream
-        self.span = span
-        self.metric_attributes = metric_attributes
-        self.start_ns = start_ns
-        self.start_wall_ns = start_wall_ns
-        self.pydantic_ai_records = pydantic_ai_records  # known when the stream opened; see `_sensors`
-        self.loop = _running_loop()  # where a stream dropped unfinished is finished (see `__del__`)
-        self.deadline = deadline  # Pydantic AI's deadline for the request, if it set one (anyio clock)
-        self.finished = False
-        self.iterated = False
+        self.telemetry: Telemetry = telemetry
+        self.model_class: str | None = (
+            model_class  # the class of the model the stream was opened on, for policy violations
+        )
+        self.stream: Any = stream
+        self.span: Span = span
+        self.metric_attributes: Attributes = metric_attributes
+        self.start_ns: int = start_ns
+        self.start_wall_ns: int = start_wall_ns
+        self.pydantic_ai_records: bool = pydantic_ai_records  # known when the stream opened; see `_sensors`
+        self.loop: asyncio.AbstractEventLoop | None = (
+            _running_loop()
+        )  # where a stream dropped unfinished is finished (see `__del__`)
+        self.deadline: float = deadline  # Pydantic AI's deadline for the request, if it set one (anyio clock)
+        self.finished: bool = False
+        self.iterated: bool = False
         self.iterator: Any = None  # the instrumented iterator, once handed out
-        self.first_ns = 0
-        self.chunks = 0  # events with new model output, and when the first and last arrived
-        self.chunk_starts = 0  # of which part starts with content: every other chunk is a `PartDeltaEvent`
-        self.first_chunk_ns = 0
-        self.last_chunk_ns = 0
-        self.longest_gap_ns = 0
+        self.first_ns: int = 0
+        self.chunks: int = 0  # events with new model output, and when the first and last arrived
+        self.chunk_starts: int = 0  # of which part starts with content: every other chunk is a `PartDeltaEvent`
+        self.first_chunk_ns: int = 0
+        self.last_chunk_ns: int = 0
+        self.longest_gap_ns: int = 0
         self.gaps: array[int] | None = array("q") if telemetry.options.chunk_timing == "per_chunk" else None
         self.counts: dict[Any, int] = {}  # event class -> count, but for `PartDeltaEvent` (see `event_counts`)
         mode = telemetry.options.span_events
         capacity = 0 if mode == "none" else max(_span_event_limit(span) - _RESERVED_SPAN_EVENTS, 0)
-        self.head_capacity = (capacity + 1) // 2
+        self.head_capacity: int = (capacity + 1) // 2
         self.head: list[Timed] = []
         self.tail: deque[Timed] = deque(maxlen=capacity - self.head_capacity)
         # Coalesce mode: each kept entry is (start_ns, event, count, last_ns, content_length).
         self.runs: list[tuple[int, Any, int, int, int]] = []
         self.usage_reported: dict[str, int] = {}
-        self.usage_interval_ns = int(telemetry.options.usage_flush_interval * 1e9)
-        self.stall_threshold_ns = int(telemetry.options.stall_threshold * 1e9)  # read by the stall gauges
-        self.pricing = telemetry.options.cost  # off once the stream's price proves unknown, until its end
-        self.cost_recorded = Decimal(0)  # USD counted for this stream so far
+        self.usage_interval_ns: int = int(telemetry.options.usage_flush_interval * 1e9)
+        self.stall_threshold_ns: int = int(telemetry.options.stall_threshold * 1e9)  # read by the stall gauges
+        self.pricing: bool = telemetry.options.cost  # off once the stream's price proves unknown, until its end
+        self.cost_recorded: Decimal = Decimal(0)  # USD counted for this stream so far
         # When the usage was last priced while streaming: a stream's first live pricing waits one interval, so a
         # stream shorter than that (most answers) is priced once, at its end.
-        self.priced_ns = start_ns
+        self.priced_ns: int = start_ns
         self.metric_key: AttributesKey = tuple(metric_attributes.items())
         telemetry.metrics.streams_active.add(1, self.metric_key)
         _inflight.add(self)

@@ -102,7 +102,7 @@ class _MarkingStreamOpener:
     __slots__ = ("_inner",)
 
     def __init__(self, inner: AbstractAsyncContextManager[Any]) -> None:
-        self._inner = inner
+        self._inner: AbstractAsyncContextManager[Any] = inner
 
     async def __aenter__(self) -> Any:
         stream = await self._inner.__aenter__()

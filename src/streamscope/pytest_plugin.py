@@ -96,7 +96,7 @@ class _ViolationHandler(logging.Handler):
 
     def __init__(self, sink: Callable[[logging.LogRecord], None]) -> None:
         super().__init__(logging.WARNING)
-        self._sink = sink
+        self._sink: Callable[[logging.LogRecord], None] = sink
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -116,8 +116,8 @@ class _Subscription:
     """
 
     def __init__(self, logger: logging.Logger, handler: logging.Handler) -> None:
-        self._logger = logger
-        self._handler = handler
+        self._logger: logging.Logger = logger
+        self._handler: logging.Handler = handler
         self._shadows: dict[str, Callable[..., object]] = {}
 
     def open(self) -> None:
@@ -152,13 +152,15 @@ class StreamscopeReporter:
     """The plugin's state while ``--streamscope`` is on: registered as ``streamscope-reporter``."""
 
     def __init__(self, config: pytest.Config, mode: Mode) -> None:
-        self.config = config
+        self.config: pytest.Config = config
         self.mode: Mode = mode
         self.violations: list[PolicyViolation] = []
-        self._lock = threading.Lock()
+        self._lock: threading.Lock = threading.Lock()
         self._where: tuple[str, Phase | None] | None = None  # (node id, phase) of the test running now
-        self._instrumented = False
-        self._subscription = _Subscription(logging.getLogger(POLICY_LOGGER_NAME), _ViolationHandler(self._record))
+        self._instrumented: bool = False
+        self._subscription: _Subscription = _Subscription(
+            logging.getLogger(POLICY_LOGGER_NAME), _ViolationHandler(self._record)
+        )
 
     # -- lifetime ------------------------------------------------------------------------------------------
 
