@@ -331,6 +331,47 @@ async def test_a_stream_shorter_than_the_live_pricing_interval_is_priced_once_at
     assert point.value == float(price_of(usage_after(len(WORDS))))
 
 
+async def test_the_usage_left_unflushed_at_the_end_is_priced_once_from_the_final_response(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, pricings: list[str | None]
+) -> None:
+    """The last usage flush, when the stream ends, counts tokens only: the final response prices them, once."""
+    monkeypatch.setattr(_cost, "LIVE_PRICING_INTERVAL_S", 0.0)  # live pricing would be due at any flush
+    model = streamscope.instrument(GrowingModel(), usage_flush_interval=60, **otel.providers)
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    assert pricings == ["gpt-4o"]
+    [(_, point)] = cost_points(otel)
+    assert point.value == float(price_of(usage_after(len(WORDS))))
+
+
+@dataclass
+class UsagelessStream(GrowingStream):
+    """A known model's stream whose provider reported no usage at all."""
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        for word in WORDS:
+            for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
+                yield event
+
+
+async def test_a_stream_without_reported_usage_is_not_priced(otel: Otel, pricings: list[str | None]) -> None:
+    """No usage is not zero tokens: a known model's stream without any is given no cost (not $0)."""
+
+    class UsagelessModel(GrowingModel):
+        @asynccontextmanager
+        async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamedResponse]:
+            yield UsagelessStream(ModelRequestParameters())
+
+    model = streamscope.instrument(UsagelessModel(), usage_flush_interval=0, **otel.providers)
+    async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    assert pricings == []
+    assert STREAM_COST not in (otel.one_stream_span().attributes or {})
+    assert cost_points(otel) == stream_cost_points(otel) == []
+
+
 async def test_an_unknown_model_is_not_looked_up_again_for_a_while(otel: Otel, pricings: list[str | None]) -> None:
     lookups = pricings
     model = streamscope.instrument(GrowingModel("words-1", "acme"), usage_flush_interval=0, **otel.providers)

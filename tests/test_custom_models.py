@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from abc import ABCMeta
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pytest
 import wrapt
 from pydantic_ai import Agent, RunContext
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponseStreamEvent, UserPromptPart
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ModelResponseStreamEvent, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.models.test import TestModel
@@ -35,6 +36,79 @@ class MethodUsageStream(WordStream):
 
     def usage(self) -> RequestUsage:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         return self._usage
+
+
+@dataclass
+class StatedStream(WordStream):
+    """A stream whose provider stamps the response's state as it ends (`suspended`: the model paused mid-turn),
+    which `StreamedResponse.get()` reports as it is and a finished iteration cannot tell."""
+
+    final_state: str = "suspended"
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        async for event in super()._get_event_iterator():
+            yield event
+        self.state = self.final_state  # pyright: ignore[reportAttributeAccessIssue]
+
+
+@dataclass
+class UnreadableStream(WordStream):
+    """A stream whose `get()` or `cancelled` fails (`fails`: which one), as a third party's may."""
+
+    fails: str = "get"
+
+    def get(self) -> ModelResponse:
+        if self.fails == "get":
+            raise RuntimeError("get failed")
+        return super().get()
+
+    @property
+    def cancelled(self) -> bool:
+        if self.fails == "cancelled: no such attribute":  # as in a release without the property
+            raise AttributeError("cancelled")
+        if self.fails == "cancelled":
+            raise RuntimeError("cancelled failed")
+        return bool(self._cancelled)
+
+
+@dataclass(frozen=True)
+class NarrowUsage:
+    """A usage of a release with fewer fields than `RequestUsage` now has (and no `details`)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class ReportedUsageStream(WordStream):
+    """A stream whose `usage` is whatever its provider reported, set by the test."""
+
+    reported: Any = None
+
+    @property
+    def usage(self) -> Any:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.reported
+
+
+class SlottedStream:
+    """A third party's stream-like proxy with `__slots__` (no attribute dictionary to mark it by), delegating to a
+    real stream."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: StreamedResponse) -> None:
+        self._inner = inner
+
+    def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        return aiter(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # its own business, and the real stream's
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+STREAMED_RESPONSE_HAS_STATE = "state" in {f.name for f in fields(StreamedResponse)}
 
 
 async def drain(model: Model) -> list[Any]:
@@ -124,6 +198,116 @@ async def test_stream_iterated_outside_request_stream_is_instrumented_once(otel:
     # No Pydantic AI instrumentation saw it: streamscope records its token usage (one point, output tokens only).
     tokens = otel.metrics()["gen_ai.client.token.usage"]
     assert [(point_attributes["gen_ai.token.type"], point.sum) for point_attributes, point in tokens] == [("output", 2)]
+
+
+@pytest.mark.skipif(not STREAMED_RESPONSE_HAS_STATE, reason="this Pydantic AI's StreamedResponse has no state")
+@pytest.mark.parametrize("state", ["suspended", "incomplete"])
+async def test_the_outcome_is_the_state_the_provider_stamped_on_an_exhausted_stream(otel: Otel, state: str) -> None:
+    model = streamscope.instrument(make_model_class(StatedStream)(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        assert isinstance(stream, StatedStream)
+        stream.final_state = state
+        events = [event async for event in stream]
+        assert stream.get().state == state
+    assert len(events) == 5
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert (attributes["streamscope.stream.outcome"], attributes["streamscope.stream.end_reason"]) == (
+        state,
+        "exhausted",
+    )
+    finished = otel.metrics()["streamscope.streams.finished"]
+    assert [(point_attributes["streamscope.stream.outcome"], point.value) for point_attributes, point in finished] == [
+        (state, 1)
+    ]
+
+
+@pytest.mark.parametrize("fails", ["get", "cancelled", "cancelled: no such attribute"])
+@pytest.mark.parametrize("ending", ["exhausted", "consumer_closed"])
+async def test_a_stream_that_cannot_say_how_it_ended_gets_the_outcome_its_ending_implies(
+    otel: Otel, internal_errors: list[logging.LogRecord], fails: str, ending: str
+) -> None:
+    """No response (`get()` failed) or no word on cancellation: an exhausted stream is complete, one closed early
+    incomplete -- never interrupted or cancelled on a guess."""
+    model = streamscope.instrument(make_model_class(UnreadableStream)(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        assert isinstance(stream, UnreadableStream)
+        stream.fails = fails
+        async for _ in stream:
+            if ending == "consumer_closed":
+                break
+    attributes = dict(otel.one_stream_span().attributes or {})
+    outcome = "complete" if ending == "exhausted" else "incomplete"
+    assert (attributes["streamscope.stream.outcome"], attributes["streamscope.stream.end_reason"]) == (
+        outcome,
+        ending,
+    )
+    assert ("gen_ai.response.model" in attributes) is (fails != "get")  # read from the response get() builds
+    expected = ["streamscope failed while building the response with get(); the stream is unaffected"]
+    assert [record.getMessage() for record in internal_errors] == (expected if fails == "get" else [])
+
+
+async def test_a_cancelled_stream_is_interrupted_even_when_it_cannot_build_its_response(
+    otel: Otel, internal_errors: list[logging.LogRecord]
+) -> None:
+    model = streamscope.instrument(make_model_class(UnreadableStream)(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        assert isinstance(stream, UnreadableStream)
+        async for _ in stream:
+            await stream.cancel()
+            break
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert (attributes["streamscope.stream.outcome"], attributes["streamscope.stream.end_reason"]) == (
+        "interrupted",
+        "cancel_called",
+    )
+    assert [record.getMessage() for record in internal_errors] == [
+        "streamscope failed while building the response with get(); the stream is unaffected"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [
+        # Only details (say, reasoning tokens a provider counts apart): usage was reported, so the token counts
+        # the conventions require are there, zero.
+        (
+            RequestUsage(details={"reasoning_tokens": 3}),
+            {"gen_ai.usage.input_tokens": 0, "gen_ai.usage.output_tokens": 0},
+        ),
+        (RequestUsage(input_tokens=5), {"gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 0}),
+        (RequestUsage(), {}),  # nothing reported: no made-up zeros
+        (NarrowUsage(), {}),  # the fields it lacks are not taken for reported ones
+        (NarrowUsage(output_tokens=2), {"gen_ai.usage.input_tokens": 0, "gen_ai.usage.output_tokens": 2}),
+    ],
+    ids=["details only", "input only", "none", "narrow none", "narrow output"],
+)
+async def test_token_attributes_are_there_exactly_when_the_provider_reported_usage(
+    otel: Otel, reported: Any, expected: dict[str, int]
+) -> None:
+    model = streamscope.instrument(make_model_class(ReportedUsageStream)(), **otel.providers)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        assert isinstance(stream, ReportedUsageStream)
+        stream.reported = reported
+        async for _ in stream:
+            pass
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert {key: value for key, value in attributes.items() if key.startswith("gen_ai.usage.")} == expected
+
+
+async def test_a_stream_that_cannot_be_marked_is_still_instrumented_once(otel: Otel) -> None:
+    word_model = make_model_class(WordStream)
+
+    class SlottedModel(word_model):  # type: ignore[misc,valid-type]
+        @asynccontextmanager
+        async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
+            yield SlottedStream(WordStream(ModelRequestParameters(), words=["one", " two"]))
+
+    model = SlottedModel()  # pyright: ignore[reportAbstractUsage]  # word_model implements them: a type[Model] here
+    events = await drain(streamscope.instrument(model, **otel.providers))
+    assert len(events) == 4
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert (attributes["streamscope.stream.outcome"], attributes["streamscope.stream.events.total"]) == ("complete", 4)
+    assert attributes["gen_ai.usage.output_tokens"] == 2
 
 
 class Sealed(ABCMeta):

@@ -53,6 +53,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 import streamscope
+from streamscope._recorder import StreamRecorder
 from tests.conftest import Otel
 from tests.helpers_reliability import (
     ACTIVE,
@@ -77,6 +78,8 @@ from tests.openai_server import OpenAIStubServer
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
 INTERNAL = "streamscope.internal"
+FINISHING_FAILED = "streamscope failed while finishing a stream span; the stream is unaffected"
+ENDING_FAILED = "streamscope failed while ending a stream span; the stream is unaffected"
 
 
 # --- broken parts ---------------------------------------------------------------------------------------------------
@@ -277,6 +280,7 @@ async def test_span_processor_raising_on_end(
         assert isinstance(result.error, ScriptedError)
     assert raising.raised == 1
     assert [str(e) for e in injected(internal_errors)] == ["on_end"]
+    assert [record.getMessage() for record in internal_errors] == [ENDING_FAILED]
     span = otel.one_stream_span()
     attributes = dict(span.attributes or {})
     assert (
@@ -295,6 +299,31 @@ async def test_span_processor_raising_on_end_still_counts_the_stream(
     assert metric_total(otel, ACTIVE) == 0
     assert metric_total(otel, FINISHED, streamscope__stream__outcome="complete") == 1
     assert otel.metrics()["gen_ai.client.operation.duration"][0][1].count == 1
+
+
+@pytest.mark.parametrize("processor_fails_too", [False, True], ids=["span ends", "span end raises too"])
+async def test_a_failure_while_finishing_still_ends_the_span_once_and_says_what_failed(
+    otel: Otel, internal_errors: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch, processor_fails_too: bool
+) -> None:
+    """The last safety net: whatever breaks while a stream's telemetry is put together, its span still ends."""
+    expected = await drain(scripted_model())
+
+    def fail(*args: Any) -> None:
+        raise InjectedError("finish")
+
+    monkeypatch.setattr(StreamRecorder, "_finish", fail)
+    ending = RaisingProcessor(on_end=processor_fails_too)
+    otel.tracer_provider.add_span_processor(ending)
+    model = streamscope.instrument(scripted_model(), **otel.providers)
+    assert_same_stream(await drain(model), expected)
+    [span] = otel.stream_spans()  # ended once, without the attributes the failed step would have set
+    assert span.end_time is not None
+    assert END_REASON not in (span.attributes or {})
+    assert [str(e) for e in injected(internal_errors)] == ["finish", "on_end"][: 1 + processor_fails_too]
+    assert [record.getMessage() for record in internal_errors] == [FINISHING_FAILED, ENDING_FAILED][
+        : 1 + processor_fails_too
+    ]
+    assert ending.raised == processor_fails_too
 
 
 # --- export never blocks the stream ---------------------------------------------------------------------------------
@@ -470,6 +499,7 @@ async def test_meter_provider_whose_instruments_raise(
         assert_same_stream(result, expected)
     errors = injected(internal_errors)
     assert errors and all(isinstance(e, InjectedError) for e in errors)
+    assert {record.getMessage() for record in internal_errors} == {FINISHING_FAILED}
     # Tracing does not depend on metrics: every span is whole.
     spans = otel.stream_spans()
     assert len(spans) == 3
@@ -512,6 +542,24 @@ class RaisingLoggerProvider(LoggerProvider):
 
         logger.__class__ = RaisingLogger
         return logger
+
+
+async def test_logger_raising_while_emitting_content_leaves_the_stream_and_its_span_whole(
+    otel: Otel, internal_errors: list[logging.LogRecord]
+) -> None:
+    expected = await drain(scripted_model())
+    logger_provider = RaisingLoggerProvider()
+    model = streamscope.instrument(
+        scripted_model(), capture_content="event_only", **{**otel.providers, "logger_provider": logger_provider}
+    )
+    assert_same_stream(await drain(model), expected)
+    assert logger_provider.emitted == 1  # the first content record raised: the rest of the stream's were not tried
+    assert [str(e) for e in injected(internal_errors)] == ["log emit"]
+    assert [record.getMessage() for record in internal_errors] == [
+        "streamscope failed while emitting content log records; the stream is unaffected"
+    ]
+    assert_complete_span(otel)
+    assert metric_total(otel, FINISHED, streamscope__stream__outcome="complete") == 1
 
 
 async def test_logger_raising_while_recording_a_denial(

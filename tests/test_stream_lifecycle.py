@@ -831,6 +831,24 @@ async def test_every_coalesced_run_is_counted_under_its_kind(otel: Otel) -> None
     assert attrs(span)["streamscope.stream.events.coalesced.part_delta"] == 9
 
 
+@pytest.mark.parametrize("mode", ["all", "coalesce"])
+async def test_a_span_limit_of_no_events_keeps_none_and_counts_every_one_as_dropped(mode: str) -> None:
+    """SpanLimits(max_events=0): streamscope adds no span event for the SDK to drop; each is counted, by kind."""
+    otel = make_otel(max_events=0)
+    try:
+        events = await consume(streamscope.instrument(runs_model(), span_events=mode, **otel.providers))  # pyright: ignore[reportArgumentType]
+        span = otel.one_stream_span()
+    finally:
+        shutdown_otel(otel)
+    assert span.events == ()
+    a = attrs(span)
+    assert "streamscope.stream.events.sdk_dropped" not in a
+    emitted = {k: v for k, v in a.items() if k.startswith("streamscope.stream.events.emitted.")}
+    dropped = {k: v for k, v in a.items() if k.startswith("streamscope.stream.events.dropped.")}
+    assert set(emitted.values()) == {0}
+    assert sum(dropped.values()) == len(events) == a["streamscope.stream.events.total"]
+
+
 @pytest.mark.parametrize("room", [1, 2])
 async def test_coalesced_runs_beyond_the_span_event_room_are_dropped_and_counted(room: int) -> None:
     """With room for one span event of the stream (the limit less the two streamscope keeps for itself) only the
