@@ -83,8 +83,9 @@ bench-instructions: install
 bench-app: install $(VENV_PHOENIX)/.installed
 	$(PY) benchmarks/bench_app.py
 
-# Mutation testing, not part of `make test`: mutmut ([tool.mutmut] in pyproject.toml) mutates src/streamscope and
-# runs, per mutant, the fast server-free tests that reach the mutated function. The score and every survivor go to
+# Mutation testing, not part of `make test`: mutmut ([tool.mutmut] in pyproject.toml) mutates src/streamscope,
+# sets aside the mutants pyright finds wrong (the venv's pyright, hence PATH) and runs, per remaining mutant, the fast
+# server-free tests that reach the mutated function. The score and every survivor go to
 # benchmarks/results/mutation.md (equivalent ones are listed in benchmarks/mutation_equivalents.toml). mutmut puts
 # its mutants' directory on sys.path only if it exists when it starts. A run from scratch takes ~2 hours on 2 cores
 # (benchmarks/README.md); results are cached in mutants/, so the next run checks only what changed.
@@ -93,7 +94,7 @@ MUTANTS ?=
 mutation: install
 	$(PY) -m pip install --quiet -e ".[mutation]"
 	mkdir -p mutants/src
-	start=$$(date +%s); $(VENV)/bin/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)'); \
+	start=$$(date +%s); PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)'); \
 	  status=$$?; $(PY) benchmarks/mutation_report.py --seconds $$(( $$(date +%s) - start )) && exit $$status
 
 lint: install

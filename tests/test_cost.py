@@ -605,6 +605,30 @@ async def test_each_unknown_model_is_explained_once_up_to_a_bound(
     assert all(" of provider 'acme' (None): " in message for message in explained)
 
 
+async def test_unknown_models_are_remembered_up_to_the_bound_and_a_remembered_one_stays_remembered(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch, pricings: list[str | None]
+) -> None:
+    """An unknown model is not looked up again for a while -- for at most `_MAX_KEYS` models at a time: one past the
+    bound is looked up each time; one already remembered is remembered again when its retry fails, bound or not."""
+    monkeypatch.setattr(_cost, "_MAX_KEYS", 2)
+
+    async def stream_from(name: str) -> None:
+        model = streamscope.instrument(GrowingModel(name, "acme"), **otel.providers)
+        async with model.request_stream(prompt(), None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                pass
+
+    for name in ("words-1", "words-2", "words-3", "words-3", "words-1"):
+        await stream_from(name)
+    assert pricings == ["words-1", "words-2", "words-3", "words-3"]
+    assert set(_cost._unpriced) == {("acme", None, "words-1"), ("acme", None, "words-2")}
+    _cost._unpriced[("acme", None, "words-1")] = 0.0  # its retry time has come
+    pricings.clear()
+    for name in ("words-1", "words-1"):
+        await stream_from(name)
+    assert pricings == ["words-1"]  # retried once, failed, remembered again though the bound is reached
+
+
 async def test_the_explanation_names_the_providers_url(otel: Otel, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="streamscope")
     model = streamscope.instrument(make_model_class(WordStream)(), **otel.providers)
@@ -650,6 +674,33 @@ def test_a_response_that_omitted_its_usage_is_not_priced_and_says_why(caplog: py
     assert [r.getMessage() for r in caplog.records] == [
         "streamscope: no cost recorded for model 'gpt-4o' of provider 'openai' (None): the response omitted its usage"
     ]
+
+
+def test_a_pricing_failure_of_another_kind_is_not_priced_and_says_what_it_was(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: ModelResponse) -> Any:
+        raise RuntimeError("price table unreadable")
+
+    monkeypatch.setattr(ModelResponse, "cost", broken)
+    caplog.set_level(logging.DEBUG, logger="streamscope")
+    assert _cost.price_of_response(_priced_response()) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "streamscope: no cost recorded for model 'gpt-4o' of provider 'openai' (None): "
+        "pricing failed: RuntimeError: price table unreadable"
+    ]
+
+
+def test_a_price_given_as_a_float_is_taken_exactly_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pricing that returns floats (not genai-prices' Decimals) is read as its decimal text: 0.1, not
+    0.1000000000000000055511151231257827."""
+
+    @dataclass
+    class FloatPrice:
+        total_price: float = 0.1
+
+    monkeypatch.setattr(ModelResponse, "cost", lambda self: FloatPrice())  # pyright: ignore[reportUnknownLambdaType]
+    assert _cost.price_of_response(_priced_response()) == Decimal("0.1")
 
 
 def test_a_response_without_a_model_name_is_not_priced_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
