@@ -7,8 +7,10 @@ the original, for the reason given there. Every other survivor is a gap in the t
 
     score = killed / (mutants - equivalent - skipped)
 
-where killed counts mutants a test failed on or that timed out (a mutant that hangs the stream is caught), and
-"no tests" mutants (code no selected test runs) count against the score like survivors.
+where killed counts mutants a test failed on, that timed out (a mutant that hangs the stream is caught) or that
+pyright rejected (`make test` runs it), and "no tests" mutants (code no selected test runs) count against the score
+like survivors -- unless listed as equivalent: a listed mutant's tests are not run (tests/mutation_equivalents.py),
+so mutmut records it as "no tests".
 
 Usage: python benchmarks/mutation_report.py [--seconds N] [--output PATH]
 """
@@ -20,7 +22,6 @@ import datetime
 import re
 import subprocess
 import sys
-import tomllib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,19 +29,16 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the list is read as tests/mutation_equivalents.py reads it under mutmut
+
+from tests.mutation_equivalents import Equivalent, changed_lines, load_equivalents  # noqa: E402
+
 EQUIVALENTS = ROOT / "benchmarks" / "mutation_equivalents.toml"
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "mutation.md"
 KILLED = {"killed", "timeout", "caught by type check"}
 NOT_SCORED = {"skipped", "not checked"}  # "not checked": the run was stopped before it reached them
 TARGET = 95.0
 _RESULT_LINE = re.compile(r"^\s+(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")
-
-
-@dataclass(frozen=True)
-class Equivalent:
-    function: str
-    mutation: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -56,16 +54,6 @@ class Survivor:
     @property
     def mutation(self) -> str:
         return changed_lines(self.diff)
-
-
-def changed_lines(diff: str) -> str:
-    """The removed and added lines of a unified diff, stripped: what identifies a mutation within its function."""
-    lines = [
-        f"{line[0]} {line[1:].strip()}"
-        for line in diff.splitlines()
-        if line[:1] in "+-" and not line.startswith(("+++", "---"))
-    ]
-    return "\n".join(lines)
 
 
 def mutmut(*args: str) -> str:
@@ -92,22 +80,6 @@ def statuses() -> dict[str, str]:
     return found
 
 
-def load_equivalents(path: Path = EQUIVALENTS) -> list[Equivalent]:
-    if not path.exists():
-        return []
-    data = tomllib.loads(path.read_text("utf-8"))
-    entries: list[Equivalent] = []
-    for index, entry in enumerate(data.get("equivalent", [])):
-        try:
-            function, mutation, reason = entry["function"], entry["mutation"], entry["reason"]
-        except KeyError as missing:
-            raise SystemExit(f"{path}: equivalent #{index + 1} has no {missing}") from None
-        if not reason.strip():
-            raise SystemExit(f"{path}: equivalent #{index + 1} ({function}) gives no reason")
-        entries.append(Equivalent(function, changed_lines(mutation) or mutation.strip(), reason.strip()))
-    return entries
-
-
 def report(
     found: dict[str, str], survivors: list[Survivor], equivalents: list[Equivalent], seconds: float | None
 ) -> str:
@@ -116,6 +88,7 @@ def report(
     matched = {(s.function, s.mutation) for s, _ in equivalent}
     gaps = [s for s in survivors if (s.function, s.mutation) not in matched]
     stale = [e for e in equivalents if (e.function, e.mutation) not in matched]
+    not_run = sum(1 for survivor, _ in equivalent if survivor.status == "no tests")
     counts = Counter(found.values())
     killed = sum(counts[status] for status in KILLED)
     scored = len(found) - sum(counts[status] for status in NOT_SCORED) - len(equivalent)
@@ -136,7 +109,8 @@ def report(
             if counts["not checked"]
             else []
         ),
-        f"- Equivalent (listed in benchmarks/mutation_equivalents.toml): {len(equivalent)}",
+        f"- Equivalent (listed in benchmarks/mutation_equivalents.toml): {len(equivalent)}"
+        + (f", {not_run} of them not run (tests/mutation_equivalents.py)" if not_run else ""),
         f"- **Score: {score:.1f} %** ({killed} killed of {scored} non-equivalent mutants; target {TARGET:.0f} %)",
         "",
         "## By module",
@@ -171,7 +145,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:  # one `mutmut show` process per survivor
         diffs = list(pool.map(show, [name for name, _ in pending]))
     survivors = [Survivor(name, status, diff) for (name, status), diff in zip(pending, diffs, strict=True)]
-    text = report(found, survivors, load_equivalents(), options.seconds)
+    text = report(found, survivors, load_equivalents(EQUIVALENTS), options.seconds)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(text, "utf-8")
     print("\n".join(text.splitlines()[2:6]))
