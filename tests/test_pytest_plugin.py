@@ -32,6 +32,7 @@ from streamscope.pytest_plugin import (
     _Subscription,
     _ViolationHandler,
 )
+from tests.conftest import expect_inner_run_garbage
 
 pytest_plugins = ["pytester"]
 
@@ -130,6 +131,7 @@ def run(pytester: pytest.Pytester, runner: str) -> Run:
                 warnings.simplefilter("ignore", ResourceWarning)
                 asyncio.set_event_loop(None)
                 gc.collect()
+            expect_inner_run_garbage()  # what the run's records still hold: collected before the next test
 
     return in_this_process
 

@@ -8,7 +8,6 @@ import gc
 import itertools
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 
 import streamscope
-from tests.conftest import Otel, sum_value
+from tests.conftest import Otel, collect_earlier_garbage, sum_value
 from tests.helpers_reliability import make_otel, shutdown_otel
 from tests.user_models import WordStream, make_model_class
 
@@ -477,9 +476,7 @@ class _LockingProcessor(SpanProcessor):
 async def test_dropped_stream_ends_from_the_event_loop_not_the_finaliser(otel: Otel) -> None:
     """A stream dropped unfinished is ended soon after it is collected, never inside the garbage collector, which
     may run while a lock is held that ending a span takes again."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()  # what earlier tests left: the collections below are to find this test's streams only
+    collect_earlier_garbage()  # the collections below are to find this test's streams only
     processor = _LockingProcessor()
     otel.tracer_provider.add_span_processor(processor)
     model = streamscope.instrument(text_model(), **otel.providers)
@@ -507,7 +504,7 @@ async def test_dropped_stream_ends_from_the_event_loop_not_the_finaliser(otel: O
 
 async def _stream_freed_without_the_collector(model: Model, ending: str) -> bool:
     """Run a stream to `ending` with the garbage collector off; whether the stream is freed once let go of."""
-    gc.collect()
+    collect_earlier_garbage()
     gc.disable()
     try:
         async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:

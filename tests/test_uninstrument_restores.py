@@ -32,7 +32,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 import streamscope
-from tests.conftest import Otel
+from tests.conftest import Otel, collect_earlier_garbage
 from tests.helpers_reliability import (
     ACTIVE,
     OtelDiagnostics,
@@ -89,6 +89,7 @@ async def _ending(model: Model, rng: random.Random) -> None:
 async def test_uninstrument_after_everything_leaves_pydantic_ai_as_it_was(
     otel: Otel, server: OpenAIStubServer, monkeypatch: pytest.MonkeyPatch, internal_errors: list[logging.LogRecord]
 ) -> None:
+    collect_earlier_garbage()  # this test runs the collector: on its own garbage only
     # Every model and stream class of interest is imported before the snapshot.
     classes: list[type[Any]] = [
         FunctionModel,
