@@ -216,7 +216,10 @@ async def test_timeout_while_opening_is_an_error(otel: Otel, instrument: Any, se
     assert attrs(span)["streamscope.stream.outcome"] == "error"
     assert attrs(span)["streamscope.stream.end_reason"] == "timeout"
     assert attrs(span)["error.type"] == "pydantic_ai.exceptions.ModelRequestTimeout"
-    assert span.status.status_code is StatusCode.ERROR
+    assert (span.status.status_code, span.status.description) == (
+        StatusCode.ERROR,
+        "ModelRequestTimeout: the request's deadline expired",
+    )
     duration = otel.metrics()["gen_ai.client.operation.duration"]
     assert [a.get("error.type") for a, _ in duration] == ["pydantic_ai.exceptions.ModelRequestTimeout"]
 

@@ -172,6 +172,10 @@ async def test_stream_cost_is_the_priced_final_response(
 
     span = otel.one_stream_span()
     assert (span.attributes or {})[STREAM_COST] == float(expected)
+    [(_, first_collected)] = stream_cost_points(otel)  # a collection hands out the exemplars it holds: this one
+    (exemplar,) = first_collected.exemplars  # the priced stream leads to its span
+    assert span.context is not None
+    assert (exemplar.trace_id, exemplar.span_id) == (span.context.trace_id, span.context.span_id)
     [(attributes, point)] = cost_points(otel)
     assert point.value == float(expected)  # exactly: the deltas are summed as Decimals
     assert attributes == {

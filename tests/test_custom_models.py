@@ -80,6 +80,13 @@ class NarrowUsage:
 
 
 @dataclass
+class InputOnlyUsage:
+    """A usage type that counts input tokens only (no `output_tokens` field at all)."""
+
+    input_tokens: int = 0
+
+
+@dataclass
 class ReportedUsageStream(WordStream):
     """A stream whose `usage` is whatever its provider reported, set by the test."""
 
@@ -278,10 +285,15 @@ async def test_a_cancelled_stream_is_interrupted_even_when_it_cannot_build_its_r
         (RequestUsage(), {}),  # nothing reported: no made-up zeros
         (NarrowUsage(), {}),  # the fields it lacks are not taken for reported ones
         (NarrowUsage(output_tokens=2), {"gen_ai.usage.input_tokens": 0, "gen_ai.usage.output_tokens": 2}),
+        (
+            RequestUsage(input_tokens=1, output_tokens=1),
+            {"gen_ai.usage.input_tokens": 1, "gen_ai.usage.output_tokens": 1},
+        ),
+        (InputOnlyUsage(input_tokens=3), {"gen_ai.usage.input_tokens": 3}),  # no field, no attribute
     ],
-    ids=["details only", "input only", "none", "narrow none", "narrow output"],
+    ids=["details only", "input only", "none", "narrow none", "narrow output", "one each", "no output field"],
 )
-async def test_token_attributes_are_there_exactly_when_the_provider_reported_usage(
+async def test_token_attributes_and_points_are_there_exactly_when_the_provider_reported_usage(
     otel: Otel, reported: Any, expected: dict[str, int]
 ) -> None:
     model = streamscope.instrument(make_model_class(ReportedUsageStream)(), **otel.providers)
@@ -292,6 +304,12 @@ async def test_token_attributes_are_there_exactly_when_the_provider_reported_usa
             pass
     attributes = dict(otel.one_stream_span().attributes or {})
     assert {key: value for key, value in attributes.items() if key.startswith("gen_ai.usage.")} == expected
+    # The token histogram: one point per type with tokens (as Pydantic AI records it), none for a type with none.
+    points = otel.metrics().get("gen_ai.client.token.usage", [])
+    recorded = {point_attributes["gen_ai.token.type"]: (point.count, point.sum) for point_attributes, point in points}
+    assert recorded == {
+        key.rsplit(".", 1)[1].removesuffix("_tokens"): (1, value) for key, value in expected.items() if value
+    }
 
 
 async def test_a_stream_that_cannot_be_marked_is_still_instrumented_once(otel: Otel) -> None:

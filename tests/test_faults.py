@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -53,6 +54,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 import streamscope
+from streamscope import _opening, _stream
 from streamscope._recorder import StreamRecorder
 from tests.conftest import Otel
 from tests.helpers_reliability import (
@@ -74,6 +76,7 @@ from tests.helpers_reliability import (
     scripted_model,
 )
 from tests.openai_server import OpenAIStubServer
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pydantic_ai_restored")]
 
@@ -324,6 +327,101 @@ async def test_a_failure_while_finishing_still_ends_the_span_once_and_says_what_
         : 1 + processor_fails_too
     ]
     assert ending.raised == processor_fails_too
+
+
+# --- one of streamscope's own steps failing -------------------------------------------------------------------------
+def failed_while(what: str) -> str:
+    return f"streamscope failed while {what}; the stream is unaffected"
+
+
+def raising(name: str) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise InjectedError(name)
+
+    return fail
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_failure_while_starting_leaves_the_stream_whole(
+    otel: Otel, internal_errors: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The stream is opened uninstrumented; process-wide, its iteration is still seen (as a stream opened
+    outside request_stream would be), and recorded."""
+    expected = await drain(scripted_model())
+    monkeypatch.setattr(_opening, "request_deadline", raising("deadline"))
+    with instrumented_as(mode, scripted_model(), **otel.providers) as model:
+        assert_same_stream(await drain(model), expected)
+    spans = otel.stream_spans()
+    assert len(spans) == (1 if mode == "process-wide" else 0)
+    for span in spans:
+        assert (span.attributes or {})[END_REASON] == "exhausted"
+    assert [record.getMessage() for record in internal_errors] == [failed_while("starting to instrument a stream")]
+    assert [str(e) for e in injected(internal_errors)] == ["deadline"]
+
+
+async def test_a_failure_while_instrumenting_the_iterator_leaves_the_stream_whole(
+    otel: Otel, internal_errors: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's own iterator is handed out; its span still ends, once, when the stream is closed."""
+    expected = await drain(scripted_model())
+    monkeypatch.setattr(_stream, "instrument_iterator", raising("iterator"))
+    model = streamscope.instrument(scripted_model(), **otel.providers)
+    assert_same_stream(await drain(model), expected)
+    [span] = otel.stream_spans()
+    assert (span.attributes or {})[EVENTS_TOTAL] == 0  # no event was seen
+    assert [record.getMessage() for record in internal_errors] == [failed_while("instrumenting a stream's iterator")]
+    assert [str(e) for e in injected(internal_errors)] == ["iterator"]
+
+
+@dataclass
+class PinnedIteratorStream(WordStream):
+    """A stream whose cached iterator, once set, cannot be replaced (a third party guarding its internals)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_event_iterator" and getattr(self, "_event_iterator", None) is not None:
+            raise InjectedError("pinned")
+        super().__setattr__(name, value)
+
+
+async def test_a_stream_that_refuses_the_instrumented_iterator_is_still_recorded(
+    otel: Otel, internal_errors: list[logging.LogRecord]
+) -> None:
+    model = streamscope.instrument(make_model_class(PinnedIteratorStream)(), **otel.providers)
+    async with open_stream(model) as stream:
+        events = [event async for event in stream]
+    span = otel.one_stream_span()
+    assert (span.attributes or {})[EVENTS_TOTAL] == len(events) > 0
+    assert (span.attributes or {})[END_REASON] == "exhausted"
+    assert [record.getMessage() for record in internal_errors] == [failed_while("caching the instrumented iterator")]
+    assert [str(e) for e in injected(internal_errors)] == ["pinned"]
+
+
+@dataclass
+class UsagelessOnReadStream(WordStream):
+    """A stream whose `usage` fails when read."""
+
+    @property
+    def usage(self) -> Any:  # pyright: ignore[reportIncompatibleVariableOverride]
+        raise InjectedError("usage")
+
+
+async def test_a_stream_whose_usage_cannot_be_read_ends_without_token_counts(
+    otel: Otel, internal_errors: list[logging.LogRecord]
+) -> None:
+    model = streamscope.instrument(make_model_class(UsagelessOnReadStream)(), **otel.providers)
+    async with open_stream(model) as stream:
+        events = [event async for event in stream]
+    span = otel.one_stream_span()
+    attributes = dict(span.attributes or {})
+    assert attributes[EVENTS_TOTAL] == len(events) > 0
+    assert attributes[END_REASON] == "exhausted"
+    assert not [key for key in attributes if key.startswith("gen_ai.usage.")]
+    assert [record.getMessage() for record in internal_errors] == [
+        failed_while("reading usage"),  # at the end, for the token counts
+        failed_while("reading usage"),  # for the last usage growth
+        failed_while("building the response with get()"),  # get() reads it too
+    ]
+    assert [str(e) for e in injected(internal_errors)] == ["usage"] * 3
 
 
 # --- export never blocks the stream ---------------------------------------------------------------------------------

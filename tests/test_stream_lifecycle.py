@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -844,6 +845,102 @@ async def test_a_span_limit_of_no_events_keeps_none_and_counts_every_one_as_drop
     dropped = {k: v for k, v in a.items() if k.startswith("streamscope.stream.events.dropped.")}
     assert set(emitted.values()) == {0}
     assert sum(dropped.values()) == len(events) == a["streamscope.stream.events.total"]
+
+
+class EventsAtStart(SpanProcessor):
+    """Another library's processor that adds span events of its own to every span it sees start."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        for index in range(self.count):
+            span.add_event(f"app.event.{index}")
+
+
+async def test_span_events_the_sdk_dropped_anyway_are_counted_as_the_sdk_counts_them() -> None:
+    """Events someone else added take room streamscope counted on: the SDK drops what no longer fits, and the span
+    says how many, as the SDK counted them (streamscope's own counts stay its own)."""
+    otel = make_otel(max_events=4, processors=(EventsAtStart(3),))  # 4 - 2 reserved: room for 2 stream events
+    try:
+        events = await consume(streamscope.instrument(text_model(["a", "b", "c"]), **otel.providers))
+        span = otel.one_stream_span()
+    finally:
+        shutdown_otel(otel)
+    a = attrs(span)
+    assert (len(span.events), span.dropped_events) == (4, 1)  # 3 + 2 added, the oldest dropped
+    assert a["streamscope.stream.events.sdk_dropped"] == 1
+    emitted = sum(v for k, v in a.items() if k.startswith("streamscope.stream.events.emitted."))
+    dropped = sum(v for k, v in a.items() if k.startswith("streamscope.stream.events.dropped."))
+    assert (emitted, emitted + dropped) == (2, len(events))
+
+
+class ForeignSpan(trace.Span):
+    """A span of a tracing SDK other than OpenTelemetry's: recording, but without the SDK's `dropped_events`."""
+
+    def __init__(self, inner: trace.Span) -> None:
+        self.inner = inner
+
+    def end(self, end_time: int | None = None) -> None:
+        self.inner.end(end_time)
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self.inner.get_span_context()
+
+    def set_attributes(self, attributes: Any) -> None:
+        self.inner.set_attributes(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.inner.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self.inner.add_event(name, attributes, timestamp)
+
+    def update_name(self, name: str) -> None:
+        self.inner.update_name(name)
+
+    def is_recording(self) -> bool:
+        return self.inner.is_recording()
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self.inner.set_status(status, description)
+
+    def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        self.inner.record_exception(exception, *args, **kwargs)
+
+
+class ForeignTracer(trace.Tracer):
+    def __init__(self, inner: trace.Tracer) -> None:
+        self.inner = inner
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        return ForeignSpan(self.inner.start_span(*args, **kwargs))
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
+        with trace.use_span(self.start_span(*args, **kwargs), end_on_exit=True) as span:
+            yield span
+
+
+class ForeignTracerProvider(trace.TracerProvider):
+    def __init__(self, inner: trace.TracerProvider) -> None:
+        self.inner = inner
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return ForeignTracer(self.inner.get_tracer(*args, **kwargs))
+
+
+async def test_a_foreign_sdks_span_gets_the_whole_record_and_no_sdk_drop_count(otel: Otel) -> None:
+    """A tracer provider of another SDK: its recording spans get the stream's span events and counts, and no
+    `sdk_dropped` (a number streamscope cannot know there), without an internal error."""
+    providers = {**otel.providers, "tracer_provider": ForeignTracerProvider(otel.tracer_provider)}
+    events = await consume(streamscope.instrument(text_model(["a", "b"]), **providers))
+    span = otel.one_stream_span()
+    a = attrs(span)
+    assert "streamscope.stream.events.sdk_dropped" not in a
+    assert len(span.events) == len(events) == a["streamscope.stream.events.total"]
+    assert not any(k.startswith("streamscope.stream.events.dropped.") for k in a)
+    assert span.end_time is not None
 
 
 @pytest.mark.parametrize("room", [1, 2])

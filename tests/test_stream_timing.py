@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic_ai.messages import ModelResponse, ModelResponseStreamEvent
@@ -48,11 +48,12 @@ class Clock:
 class ScriptedStream(WordStream):
     """One text delta per scripted word, each at its instant, one output token each."""
 
+    script: ClassVar[tuple[tuple[int, str], ...]] = SCRIPT
     clock: Clock = field(default_factory=Clock)
     seen: list[int] = field(default_factory=list)  # the usage counter's value after each chunk, read by the test
 
     async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
-        for at_ms, word in SCRIPT:
+        for at_ms, word in self.script:
             self.clock.ns = OPENED_AT + at_ms * MS
             self._usage = self._usage + RequestUsage(output_tokens=1)
             for event in self._parts_manager.handle_text_delta(vendor_part_id="text", content=word):
@@ -99,9 +100,8 @@ async def run_scripted(
     model = streamscope.instrument(
         make_model_class(Stream)(),
         span_events=mode,
-        usage_flush_interval=USAGE_FLUSH_MS / 1000,
         cost=priced,
-        **options,
+        **{"usage_flush_interval": USAGE_FLUSH_MS / 1000, **options},
         **otel.providers,
     )
     counted: list[int] = []
@@ -130,8 +130,10 @@ async def test_timings_are_exact_on_a_scripted_clock(otel: Otel, monkeypatch: py
     assert attributes["streamscope.stream.end_reason"] == "exhausted"
     assert span.start_time is not None and span.end_time is not None
     assert span.end_time - span.start_time == 210 * MS  # ended at the last event, not when the caller moved on
-    assert histogram(otel, "gen_ai.client.operation.time_to_first_chunk") == (1, pytest.approx(0.040))
-    assert histogram(otel, "gen_ai.client.operation.duration") == (1, pytest.approx(0.210))
+    # the same division as the span's: exact, to the last bit
+    assert histogram(otel, "gen_ai.client.operation.time_to_first_chunk") == (1, 40 * MS / 1e9)
+    assert histogram(otel, "gen_ai.client.operation.duration") == (1, (span.end_time - span.start_time) / 1e9)
+    assert attributes["gen_ai.response.time_to_first_chunk"] == 40 * MS / 1e9
     assert histogram(otel, "streamscope.stream.chunk_gap.mean") == (1, pytest.approx(0.0425))
     assert histogram(otel, "streamscope.stream.chunk_gap.longest") == (1, pytest.approx(0.090))
     # Events: part start ("a"), final result, deltas "b".."e", part end (after the loop: the usage is flushed at
@@ -181,6 +183,40 @@ async def test_without_per_chunk_timing_no_gaps_are_kept(
 ) -> None:
     await run_scripted(otel, monkeypatch, mode)
     assert "gen_ai.client.operation.time_per_output_chunk" not in otel.metrics()
+
+
+@dataclass
+class SecondsApartStream(ScriptedStream):
+    """Words whole seconds in: the interval's nanoseconds must be exact to the last one."""
+
+    script: ClassVar[tuple[tuple[int, str], ...]] = ((999, "a"), (1_000, "b"), (1_500, "c"), (2_000, "d"))
+
+
+async def test_a_usage_flush_interval_of_seconds_is_due_exactly_on_the_nanosecond(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """usage_flush_interval=1.0: the growth is flushed at exactly 1 s ("b") and then exactly 2 s ("d")."""
+    counted = await run_scripted(otel, monkeypatch, "all", script=SecondsApartStream, usage_flush_interval=1.0)
+    assert counted == [0, 0, 2, 2, 4, 4]  # part start and final result at "a", "b".."d", part end (final flush)
+
+
+@dataclass
+class SameInstantStream(ScriptedStream):
+    """Three chunks the clock cannot tell apart (a coarse clock, or a provider's burst)."""
+
+    script: ClassVar[tuple[tuple[int, str], ...]] = ((40, "a"), (40, "b"), (40, "c"))
+
+
+async def test_chunks_at_one_instant_have_gaps_of_zero(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
+    await run_scripted(otel, monkeypatch, "all", script=SameInstantStream, chunk_timing="per_chunk")
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert attributes["streamscope.stream.chunks"] == 3
+    assert (attributes["streamscope.stream.chunk_gap.mean"], attributes["streamscope.stream.chunk_gap.longest"]) == (
+        0.0,
+        0.0,
+    )
+    assert histogram(otel, "streamscope.stream.chunk_gap.longest") == (1, 0.0)
+    assert histogram(otel, "gen_ai.client.operation.time_per_output_chunk") == (2, 0.0)
 
 
 @pytest.mark.parametrize("mode", ["all", "coalesce", "none"])
