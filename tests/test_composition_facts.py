@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
+import anyio
 import pydantic_ai
 import pytest
 from opentelemetry import trace
@@ -452,6 +453,30 @@ async def test_a_deadline_passed_on_by_keyword_still_makes_its_cancellation_a_ti
                 pass
     span = instrumented.one_stream_span()
     assert attrs(span)["streamscope.stream.end_reason"] == "timeout"
+
+
+async def test_a_deadline_in_the_models_own_settings_makes_the_cancellation_at_it_a_timeout(
+    otel: Otel, instrument: Any
+) -> None:
+    """The request carries no settings; the model's own `settings` set `request_timeout`, enforced (as Pydantic AI
+    enforces it) by a cancel scope around the request: streamscope reads the model's settings, so the cancellation
+    at that deadline mid-stream ends the stream as a timeout, not as the caller's own cancellation."""
+    candidate = FunctionModel(
+        stream_function=stalls_after_one_chunk,
+        model_name="stalls",
+        settings=cast(ModelSettings, {"request_timeout": 0.2}),
+    )
+    model = instrument(candidate)
+    with anyio.move_on_after(0.2) as scope:
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+            async for _ in stream:
+                pass
+    assert scope.cancelled_caught
+    span = otel.one_stream_span()
+    assert (attrs(span)["streamscope.stream.end_reason"], attrs(span)["error.type"]) == (
+        "timeout",
+        "pydantic_ai.exceptions.ModelRequestTimeout",
+    )
 
 
 async def test_a_chain_of_wrappers_that_loops_back_is_walked_once(otel: Otel) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -714,3 +715,17 @@ def test_a_response_without_a_model_name_is_not_priced_and_says_why(caplog: pyte
     assert [r.getMessage() for r in caplog.records] == [
         "streamscope: no cost recorded for model None of provider 'openai' (None): the response has no model name"
     ]
+
+
+def test_an_unknown_model_is_looked_up_again_exactly_when_its_retry_is_due(
+    monkeypatch: pytest.MonkeyPatch, pricings: list[str | None]
+) -> None:
+    now = 1_000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    unknown = dataclasses.replace(_priced_response(), model_name="no-such-model-anywhere")
+    assert _cost.price_of_response(unknown) is None
+    now += _cost.UNKNOWN_RETRY_S - 0.001  # not yet due: not looked up
+    assert _cost.price_of_response(unknown) is None
+    now = 1_000.0 + _cost.UNKNOWN_RETRY_S  # due: looked up again
+    assert _cost.price_of_response(unknown) is None
+    assert pricings == ["no-such-model-anywhere"] * 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from abc import ABCMeta
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -476,6 +477,27 @@ async def test_a_slots_dataclass_stream_made_while_instrumented_is_patched_once_
     assert SlotStream.__dict__["__aiter__"] is defined
 
 
+async def test_a_slots_dataclass_model_made_while_instrumented_gets_each_method_back(otel: Otel) -> None:
+    """The second class `@dataclass(slots=True)` makes holds two wrapped methods: `uninstrument()` gives each
+    back the function the class statement defined."""
+    base = make_model_class(WordStream)
+    streamscope.instrument(**otel.providers)
+
+    @dataclass(slots=True)
+    class SlotModel(base):  # type: ignore[misc,valid-type]
+        async def request(self, *args: Any, **kwargs: Any) -> ModelResponse:
+            return await base.request(self, *args, **kwargs)
+
+        def request_stream(self, *args: Any, **kwargs: Any) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
+            return base.request_stream(self, *args, **kwargs)
+
+    defined = {name: SlotModel.__dict__[name].__wrapped__ for name in ("request", "request_stream")}
+    assert not any(isinstance(method, wrapt.FunctionWrapper) for method in defined.values())
+    streamscope.uninstrument()
+    for name, method in defined.items():
+        assert SlotModel.__dict__[name] is method, name  # (a wrapper would compare equal to it)
+
+
 class Registered:
     """A third party's mixin registering each subclass, the way plugin registries do (`__init_subclass__`)."""
 
@@ -495,3 +517,92 @@ def test_a_mixins_class_hook_after_streamed_response_still_runs_while_instrument
         pass
 
     assert Registered.subclasses[-1] is RegisteredStream
+
+
+def test_a_model_class_made_while_instrumented_is_what_pydantic_ai_makes_of_it(otel: Otel) -> None:
+    """Pydantic AI's own class hook on Model (where a release has one) still runs for a model class created while
+    streamscope's hook is installed: the class gets the same members as one created before instrument()."""
+    before = make_model_class(WordStream)
+    pydantic_ai_has_a_hook = "__init_subclass__" in Model.__dict__
+    streamscope.instrument(**otel.providers)
+    after = make_model_class(WordStream)
+    assert set(after.__dict__) == set(before.__dict__)
+    for name in ("__eq__", "__repr__"):  # what the hook of releases that have one sets
+        assert (name in after.__dict__) == pydantic_ai_has_a_hook, name
+
+
+class CallerAbortError(Exception):
+    """What the caller raises inside `async with model.request_stream(...)`."""
+
+
+async def test_the_models_own_context_manager_sees_the_callers_exception_whole(
+    otel: Otel, instrument: Instrument
+) -> None:
+    """A model's `request_stream` that cleans up on an error (closing a connection, logging) gets the caller's
+    exception as it would without streamscope: the exception itself, with the caller's frames in its traceback."""
+    seen: list[BaseException] = []
+    word_model = make_model_class(WordStream)
+
+    class ObservingModel(word_model):  # type: ignore[misc,valid-type]
+        @asynccontextmanager
+        async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
+            try:
+                async with super().request_stream(*args, **kwargs) as stream:
+                    yield stream
+            except CallerAbortError as error:
+                seen.append(error)
+                raise
+
+    model = instrument(ObservingModel())  # pyright: ignore[reportAbstractUsage]
+    with pytest.raises(CallerAbortError) as raised:
+        async with model.request_stream(MESSAGES, None, ModelRequestParameters()):
+            raise CallerAbortError("enough")
+    assert seen == [raised.value]
+    frames = [frame.name for frame in traceback.extract_tb(seen[0].__traceback__)]
+    assert "test_the_models_own_context_manager_sees_the_callers_exception_whole" in frames
+    assert dict(otel.one_stream_span().attributes or {})["streamscope.stream.end_reason"] == "consumer_error"
+
+
+async def test_a_model_without_a_name_streams_under_the_bare_operation_name(otel: Otel, instrument: Instrument) -> None:
+    """The conventions' span name is "{operation} {request model}", or the operation alone without a model."""
+    word_model = make_model_class(WordStream)
+
+    class NamelessModel(word_model):  # type: ignore[misc,valid-type]
+        @property
+        def model_name(self) -> str:
+            return ""
+
+    model = instrument(NamelessModel())  # pyright: ignore[reportAbstractUsage]
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    span = otel.one_stream_span()
+    assert span.name == "chat"
+    assert "gen_ai.request.model" not in dict(span.attributes or {})
+
+
+class UsagelessProxy:
+    """A third party's stream-like proxy that hands out the events and the response, and no `usage`."""
+
+    def __init__(self, inner: StreamedResponse) -> None:
+        self._inner = inner
+
+    def __aiter__(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        return aiter(self._inner)
+
+    def get(self) -> ModelResponse:
+        return self._inner.get()
+
+
+async def test_a_stream_like_object_without_usage_is_recorded_without_token_counts(otel: Otel) -> None:
+    word_model = make_model_class(WordStream)
+
+    class ProxyModel(word_model):  # type: ignore[misc,valid-type]
+        @asynccontextmanager
+        async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
+            yield UsagelessProxy(WordStream(ModelRequestParameters(), words=["one", " two"]))
+
+    events = await drain(streamscope.instrument(ProxyModel(), **otel.providers))  # pyright: ignore[reportAbstractUsage]
+    attributes = dict(otel.one_stream_span().attributes or {})
+    assert attributes["streamscope.stream.events.total"] == len(events) > 0
+    assert not [key for key in attributes if key.startswith("gen_ai.usage.")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from pydantic_ai.messages import (
     ToolCallPartDelta,
 )
 
-from streamscope._events import add_content, captured_content, describe
+from streamscope._events import add_content, captured_content, describe, event_kind
 from streamscope._options import Options, build_options
 
 
@@ -177,3 +178,34 @@ def test_add_content_says_whether_it_added_any(internal_errors: list[logging.Log
     assert add_content(attributes, text_delta, _options(max_content_length=1)) is True
     assert attributes == {"streamscope.content": "h", "streamscope.content.truncated": True}
     assert len(internal_errors) == 1
+
+
+def _circular() -> dict[str, Any]:
+    arguments: dict[str, Any] = {"q": 1}
+    arguments["self"] = arguments
+    return arguments
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"city": "Zürich"}, '{"city": "Zürich"}'),  # JSON as the model wrote it: no \u escapes
+        ({"when": datetime(2026, 12, 1, tzinfo=UTC)}, '{"when": "2026-12-01 00:00:00+00:00"}'),  # not JSON: its str
+        (_circular(), "{'q': 1, 'self': {...}}"),  # no JSON at all: Python's own text of it
+    ],
+    ids=["non-ascii", "datetime", "circular"],
+)
+def test_tool_arguments_given_as_a_dict_are_captured_as_json_text(arguments: dict[str, Any], expected: str) -> None:
+    attributes: dict[str, Any] = {}
+    part = ToolCallPart(tool_name="lookup", args=arguments, tool_call_id="c1")
+    assert add_content(attributes, PartStartEvent(index=0, part=part), _options()) is True
+    assert attributes == {"streamscope.content": expected}
+
+
+def test_an_events_kind_is_its_discriminator_or_else_its_class_name() -> None:
+    assert [event_kind(cls) for cls in (PartStartEvent, PartDeltaEvent, FinalResultEvent)] == [
+        "part_start",
+        "part_delta",
+        "final_result",
+    ]
+    assert event_kind(_IndexOnlyEvent) == "_IndexOnlyEvent"  # a stream's own event class, no discriminator

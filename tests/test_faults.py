@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
-from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models import Model, ModelRequestParameters, check_allow_model_requests
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -416,12 +418,18 @@ async def test_a_stream_whose_usage_cannot_be_read_ends_without_token_counts(
     assert attributes[EVENTS_TOTAL] == len(events) > 0
     assert attributes[END_REASON] == "exhausted"
     assert not [key for key in attributes if key.startswith("gen_ai.usage.")]
-    assert [record.getMessage() for record in internal_errors] == [
+    try:  # in newer Pydantic AI releases get() reads `usage` too
+        stream.get()
+        get_reads_usage = False
+    except InjectedError:
+        get_reads_usage = True
+    expected = [
         failed_while("reading usage"),  # at the end, for the token counts
         failed_while("reading usage"),  # for the last usage growth
-        failed_while("building the response with get()"),  # get() reads it too
+        *([failed_while("building the response with get()")] if get_reads_usage else []),
     ]
-    assert [str(e) for e in injected(internal_errors)] == ["usage"] * 3
+    assert [record.getMessage() for record in internal_errors] == expected
+    assert [str(e) for e in injected(internal_errors)] == ["usage"] * len(expected)
 
 
 # --- export never blocks the stream ---------------------------------------------------------------------------------
@@ -557,20 +565,28 @@ async def drain_or_raise(model: Model) -> None:
             pass
 
 
+@pytest.mark.parametrize("composition", ["alone", "in a FallbackModel"])
 @pytest.mark.parametrize("mode", MODES)
 async def test_span_processor_raising_on_start_of_a_stream_that_fails_to_open(
     otel: Otel,
     internal_errors: list[logging.LogRecord],
     mode: str,
+    composition: str,
     server: OpenAIStubServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No span can start: the denial reaches the caller unchanged and is still recorded (log record, counter,
-    stdlib log; no span to put the event on), and streamscope says it could not report the failed stream."""
+    """No span can start: the denial reaches the caller unchanged and is still recorded, once, about the model
+    that was denied (log record, counter, stdlib log; no span to put the event on), and streamscope says it could
+    not report the failed stream. In a FallbackModel (each layer instrumented) the layer that failed to report
+    still tells the layer above that the denial is recorded: it is not recorded twice."""
     raising = RaisingProcessor(on_start=True)
     otel.tracer_provider.add_span_processor(raising)
-    model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
+    model: Model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    if composition != "alone":
+        if mode != "process-wide":
+            model = streamscope.instrument(model, **otel.providers)
+        model = FallbackModel(model)
     with instrumented_as(mode, model, **otel.providers) as instrumented_model, pytest.raises(RuntimeError) as denied:
         await drain_or_raise(instrumented_model)
     assert "ALLOW_MODEL_REQUESTS" in str(denied.value)
@@ -578,10 +594,73 @@ async def test_span_processor_raising_on_start_of_a_stream_that_fails_to_open(
     assert [record.getMessage() for record in internal_errors] == [failed]
     assert [str(e) for e in injected(internal_errors)] == ["on_start"]
     assert metric_total(otel, "streamscope.policy.violations") == 1
-    assert [r.log_record.event_name for r in otel.logs()] == ["streamscope.policy.violation"]
+    (log,) = [r.log_record for r in otel.logs()]
+    assert log.event_name == "streamscope.policy.violation"
+    attributes = dict(log.attributes or {})
+    assert (attributes["streamscope.policy.model_class"], attributes["gen_ai.request.model"]) == (
+        "OpenAIChatModel",
+        "gpt-4o",
+    )
     assert otel.stream_spans() == []
+
+
+class CheckingOpener:
+    """What a third party's `request_stream` returns: an opener object of its own, checking the policy when it
+    is entered -- no frame of the denial has the model as `self`."""
+
+    async def __aenter__(self) -> Any:
+        check_allow_model_requests()
+        raise AssertionError("requests were allowed")
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        return None
+
+
+class OpenerModel(make_model_class(WordStream)):  # type: ignore[misc]
+    def request_stream(self, *args: Any, **kwargs: Any) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
+        return CheckingOpener()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_denial_no_models_frame_raised_is_still_about_the_model_when_its_stream_cannot_be_reported(
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    otel.tracer_provider.add_span_processor(RaisingProcessor(on_start=True))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with instrumented_as(mode, OpenerModel(), **otel.providers) as model, pytest.raises(RuntimeError):  # pyright: ignore[reportAbstractUsage]
+        await drain_or_raise(model)
+    assert [record.getMessage() for record in internal_errors] == [
+        failed_while("reporting a stream that failed to open")
+    ]
+    (log,) = [r.log_record for r in otel.logs()]
+    assert (log.attributes or {})["streamscope.policy.model_class"] == "OpenerModel"
+
+
+class RequestingFirstModel(make_model_class(WordStream, checks_policy=True)):  # type: ignore[misc]
+    """A model whose stream first makes a plain request of its own (say, to warm a cache)."""
+
+    @asynccontextmanager
+    async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any]:  # pyright: ignore[reportIncompatibleMethodOverride]
+        await self.request(*args[:3])
+        async with super().request_stream(*args, **kwargs) as stream:
+            yield stream
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_denial_recorded_by_a_request_inside_a_stream_that_cannot_be_reported_is_recorded_once(
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process-wide, the inner request is a layer of its own: it records the denial and says so to the stream's
+    layer, which (failing to report its stream) does not record it again."""
+    otel.tracer_provider.add_span_processor(RaisingProcessor(on_start=True))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with instrumented_as(mode, RequestingFirstModel(), **otel.providers) as model, pytest.raises(RuntimeError):  # pyright: ignore[reportAbstractUsage]
+        await drain_or_raise(model)
+    assert [record.getMessage() for record in internal_errors] == [
+        failed_while("reporting a stream that failed to open")
+    ]
+    assert metric_total(otel, "streamscope.policy.violations") == 1
     assert [r.log_record.event_name for r in otel.logs()] == ["streamscope.policy.violation"]
-    assert otel.stream_spans() == []
 
 
 # --- meter provider -------------------------------------------------------------------------------------------------

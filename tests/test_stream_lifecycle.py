@@ -474,6 +474,27 @@ class _LockingProcessor(SpanProcessor):
         self.lock.release()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Pydantic AI's, at the drop
+def test_a_stream_dropped_after_its_event_loop_closed_is_ended_when_the_next_stream_opens(otel: Otel) -> None:
+    """No loop is left to end a stream collected after its loop closed: the next stream opened ends it first."""
+    collect_earlier_garbage()
+    model = streamscope.instrument(text_model(), **otel.providers)
+
+    async def drop_one() -> None:
+        opening = model.request_stream(MESSAGES, None, ModelRequestParameters())
+        await opening.__aenter__()  # never iterated, never exited: dropped
+
+    async def consume_one() -> None:
+        await consume(model)
+
+    asyncio.run(drop_one())  # the loop closes with the stream still referenced by the dropped opener
+    gc.collect()  # the stream is collected now, its loop closed
+    assert otel.stream_spans() == []  # nothing could end it yet
+    asyncio.run(consume_one())
+    reasons = [attrs(s)["streamscope.stream.end_reason"] for s in otel.stream_spans()]
+    assert reasons == ["garbage_collected", "exhausted"]  # ended as the next stream opened, before it
+
+
 async def test_dropped_stream_ends_from_the_event_loop_not_the_finaliser(otel: Otel) -> None:
     """A stream dropped unfinished is ended soon after it is collected, never inside the garbage collector, which
     may run while a lock is held that ending a span takes again."""
