@@ -37,6 +37,7 @@ import streamscope
 from streamscope import Options, StreamscopeInstrumentor, StreamscopeModel
 from streamscope._model import REQUEST_METHODS
 from tests.conftest import Otel, sum_value
+from tests.user_models import WordStream, make_model_class
 
 pytestmark = pytest.mark.anyio
 
@@ -281,6 +282,32 @@ def stable_id(value: object) -> str:
 BAD_IDS = [f"{next(iter(kwargs))}={stable_id(next(iter(kwargs.values())))}" for kwargs, _, _ in BAD_OPTIONS]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"colour": 2, "bogus": 1},
+            "unknown streamscope option(s): bogus, colour; expected some of: capture_content, chunk_timing, cost, "
+            "logger_provider, max_content_length, meter_provider, redact, span_events, stall_threshold, "
+            "tracer_provider, usage_flush_interval",
+        ),
+        (
+            {"capture_content": "yes"},
+            "capture_content must be one of NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT (or True/False/None), "
+            "got 'yes'",
+        ),
+        ({"span_events": "bogus"}, "span_events must be one of ('all', 'coalesce', 'none'), got 'bogus'"),
+        ({"chunk_timing": "each"}, "chunk_timing must be one of ('summary', 'per_chunk'), got 'each'"),
+        ({"stall_threshold": 0}, "stall_threshold must be more than 0 and at most 86400 seconds, got 0"),
+    ],
+    ids=["unknown", "capture_content", "span_events", "chunk_timing", "stall_threshold"],
+)
+def test_a_bad_options_message_says_what_is_allowed(options: dict[str, Any], message: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as raised:
+        streamscope.instrument(function_model(), **options)
+    assert str(raised.value) == message
+
+
 @pytest.mark.parametrize(("options", "error", "option"), BAD_OPTIONS, ids=BAD_IDS)
 def test_bad_option_for_one_model(options: dict[str, Any], error: type[Exception], option: str) -> None:
     model = function_model()
@@ -448,9 +475,8 @@ async def test_env_unknown_value_is_ignored_with_a_warning(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="streamscope")
     assert await _content_on_span(otel, monkeypatch, "bogus") is False
-    warnings = [r for r in caplog.records if r.name == "streamscope" and ENV in r.getMessage()]
-    assert len(warnings) == 1
-    assert "bogus" in warnings[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "streamscope" and ENV in r.getMessage()]
+    assert warnings == [f"Ignoring {ENV}='bogus': expected NO_CONTENT, SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT"]
 
 
 async def test_explicit_capture_false_overrides_env(otel: Otel, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -744,3 +770,41 @@ def test_every_module_imports_on_its_own() -> None:
         failures = [found for found in pool.map(first_import, modules) if found[1] != 0]
     assert len(modules) > 20
     assert failures == []
+
+
+async def test_spans_metrics_and_log_records_carry_streamscopes_instrumentation_scope(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each signal names its instrumentation: streamscope, its version, the semantic conventions' schema URL."""
+    model = streamscope.instrument(make_model_class(WordStream, checks_policy=True)(), **otel.providers)
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", True)
+    async with model.request_stream(SCOPE_MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"):
+        async with model.request_stream(SCOPE_MESSAGES, None, ModelRequestParameters()):
+            pass
+    expected = ("streamscope", streamscope.__version__, "https://opentelemetry.io/schemas/1.41.0")
+    spans = otel.stream_spans()
+    assert len(spans) == 2
+    for span in spans:
+        scope = span.instrumentation_scope
+        assert scope is not None
+        assert (scope.name, scope.version, scope.schema_url) == expected
+    data = otel.metric_reader.get_metrics_data()
+    assert data is not None
+    metric_scopes = {
+        (scope_metrics.scope.name, scope_metrics.scope.version, scope_metrics.scope.schema_url)
+        for resource_metrics in data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+    }
+    assert metric_scopes == {expected}
+    log_scopes = [
+        (log.instrumentation_scope.name, log.instrumentation_scope.version, log.instrumentation_scope.schema_url)
+        for log in otel.logs()
+    ]
+    assert log_scopes == [expected]
+
+
+SCOPE_MESSAGES: list[ModelMessage] = [ModelRequest(parts=[UserPromptPart("hi")])]

@@ -117,6 +117,9 @@ class SlottedStream:
 
 
 STREAMED_RESPONSE_HAS_STATE = "state" in {f.name for f in fields(StreamedResponse)}
+# Pydantic AI's own class hook on Model (None in releases without one), as imported: a broken uninstrument() in an
+# earlier test of the process must not change what these tests expect.
+PYDANTIC_AI_MODEL_CLASS_HOOK = Model.__dict__.get("__init_subclass__")
 
 
 async def drain(model: Model) -> list[Any]:
@@ -448,7 +451,8 @@ def test_a_model_class_made_while_instrumented_is_set_up_by_pydantic_ai_as_witho
     """Pydantic AI sets up each model class as it is created (its own `__init_subclass__`, which may wrap the
     class's `request_stream`); streamscope's hook runs it unchanged before patching, and `uninstrument()` gives
     Pydantic AI back its very hook."""
-    hook = Model.__dict__.get("__init_subclass__")
+    hook = PYDANTIC_AI_MODEL_CLASS_HOOK
+    assert Model.__dict__.get("__init_subclass__") is hook
     plain = _model_class_with_its_own_stream().__dict__["request_stream"]
     streamscope.instrument(**otel.providers)
     made = _model_class_with_its_own_stream().__dict__["request_stream"]
@@ -523,7 +527,7 @@ def test_a_model_class_made_while_instrumented_is_what_pydantic_ai_makes_of_it(o
     """Pydantic AI's own class hook on Model (where a release has one) still runs for a model class created while
     streamscope's hook is installed: the class gets the same members as one created before instrument()."""
     before = make_model_class(WordStream)
-    pydantic_ai_has_a_hook = "__init_subclass__" in Model.__dict__
+    pydantic_ai_has_a_hook = PYDANTIC_AI_MODEL_CLASS_HOOK is not None
     streamscope.instrument(**otel.providers)
     after = make_model_class(WordStream)
     assert set(after.__dict__) == set(before.__dict__)

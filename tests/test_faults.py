@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import pydantic_ai.models
 import pytest
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, metrics, trace
 from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -45,7 +45,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, StatusCode, TraceFlags
@@ -690,16 +690,56 @@ async def test_meter_provider_whose_instruments_raise(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", ["get_meter", "observable instruments"])
 async def test_meter_provider_raising_at_instrument_time(
-    otel: Otel, internal_errors: list[logging.LogRecord], mode: str, fault: str
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str, fault: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Metrics are off: none goes to the global meter provider instead (the application's, which it did not give
+    streamscope)."""
     expected = await drain(scripted_model())
+    global_reader = InMemoryMetricReader()
+    monkeypatch.setattr(metrics, "get_meter_provider", lambda: MeterProvider(metric_readers=[global_reader]))
     meter_provider = RaisingMeterProvider(None if fault == "get_meter" else RaisingObservablesMeter)
     with instrumented_as(mode, scripted_model(), **{**otel.providers, "meter_provider": meter_provider}) as model:
         result = await drain(model)
     assert_same_stream(result, expected)
     assert all(isinstance(e, InjectedError) for e in injected(internal_errors))
-    assert internal_errors
+    assert [record.getMessage() for record in internal_errors] == [
+        failed_while("creating metric instruments (metrics are off)")
+    ]
     assert_complete_span(otel)  # spans still work without metrics
+    collected = global_reader.get_metrics_data()
+    assert collected is None or not collected.resource_metrics
+
+
+class RaisingTracerProvider(trace.TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        raise InjectedError("get_tracer")
+
+
+class RaisingGetLoggerProvider(LoggerProvider):
+    def get_logger(self, *args: Any, **kwargs: Any) -> Any:
+        raise InjectedError("get_logger")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_providers_failing_to_give_a_tracer_and_a_logger_turn_those_off_and_say_so(
+    otel: Otel, internal_errors: list[logging.LogRecord], mode: str
+) -> None:
+    """No spans, no policy log records; the stream and its metrics as ever."""
+    expected = await drain(scripted_model())
+    providers = {
+        **otel.providers,
+        "tracer_provider": RaisingTracerProvider(),
+        "logger_provider": RaisingGetLoggerProvider(),
+    }
+    with instrumented_as(mode, scripted_model(), **providers) as model:
+        assert_same_stream(await drain(model), expected)
+    assert [record.getMessage() for record in internal_errors] == [
+        failed_while("getting a tracer (spans are off)"),
+        failed_while("getting a logger (policy-violation log records are off)"),
+    ]
+    assert [str(e) for e in injected(internal_errors)] == ["get_tracer", "get_logger"]
+    assert otel.spans() == []
+    assert metric_total(otel, FINISHED, streamscope__stream__outcome="complete") == 1
 
 
 # --- the OTel logger raising while a policy violation is recorded ---------------------------------------------------

@@ -1051,3 +1051,39 @@ def test_exceeded_limit_reads_the_limit_the_check_tests() -> None:
         per_request = UsageLimits(per_request_input_tokens_limit=5)  # pyright: ignore[reportCallIssue]
         assert _guards.exceeded_limit(per_request, 6, ()) == ("per_request_input_tokens_limit", 5, 6)
         assert _guards.exceeded_limit(per_request, 5, ()) is None
+
+
+@pytest.mark.parametrize("passed", ["positionally", "by keyword"])
+def test_a_usage_check_is_reported_however_its_usage_is_passed(otel: Otel, passed: str) -> None:
+    """Code of its own calling a check (`limits.check_before_request(usage=...)`): the same violation, with its
+    value."""
+    streamscope.instrument(**otel.providers)
+    limits, usage = UsageLimits(request_limit=2), RunUsage(requests=2)
+    with pytest.raises(UsageLimitExceeded):
+        if passed == "by keyword":
+            limits.check_before_request(usage=usage)
+        else:
+            limits.check_before_request(usage)
+    (log,) = [record.log_record for record in otel.logs()]
+    assert limit_details(dict(log.attributes or {})) == ("request_limit", 2, 2)
+
+
+async def test_a_limiter_acquired_by_keyword_is_reported_with_its_source(otel: Otel) -> None:
+    streamscope.instrument(**otel.providers)
+    limiter = ConcurrencyLimiter(max_running=1, max_queued=0)
+    holding, done = anyio.Event(), anyio.Event()
+
+    async def hold() -> None:
+        await limiter.acquire(source="model:held")
+        holding.set()
+        await done.wait()
+        limiter.release()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold)
+        await holding.wait()
+        with pytest.raises(ConcurrencyLimitExceeded):
+            await limiter.acquire(source="model:refused")
+        done.set()
+    (log,) = [record.log_record for record in otel.logs()]
+    assert dict(log.attributes or {})["streamscope.policy.limiter.source"] == "model:refused"

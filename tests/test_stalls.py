@@ -128,6 +128,7 @@ def test_stall_threshold_default_is_thirty_seconds() -> None:
 
     assert build_options().stall_threshold == 30.0
     assert build_options(stall_threshold=2).stall_threshold == 2.0
+    assert build_options(stall_threshold=86_400).stall_threshold == 86_400.0  # a day: the most allowed
 
 
 def test_a_stall_watch_not_yet_given_its_instruments_observes_nothing() -> None:

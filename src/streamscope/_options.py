@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
@@ -94,11 +94,11 @@ def _capture_mode(value: str) -> ContentCapture | None:
     return _LEGACY_CAPTURE.get(lowered)
 
 
-def capture_content_from_env(environ: Mapping[str, str] | None = None) -> ContentCapture:
+def capture_content_from_env() -> ContentCapture:
     """Read `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`: ``NO_CONTENT``, ``SPAN_ONLY``, ``EVENT_ONLY`` or
     ``SPAN_AND_EVENT`` (any case; the legacy ``true``/``false`` mean span-only/none; empty means unset). An unknown
     value is ignored with a warning: content is then not captured."""
-    value = (environ if environ is not None else os.environ).get(CAPTURE_CONTENT_ENV, "")
+    value = os.environ.get(CAPTURE_CONTENT_ENV, "")
     mode = _capture_mode(value)
     if mode is None:
         _logger.warning(
