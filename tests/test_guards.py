@@ -556,8 +556,11 @@ class UnnamableLimiter(ConcurrencyLimiter):
         raise LookupError("no name")
 
 
-async def refused_acquisition(limiter: ConcurrencyLimiter, otel: Otel) -> ConcurrencyLimitExceeded:
-    """Fill `limiter` (one slot, no queue) from another task, then have one more acquisition refused here."""
+async def refused_acquisition(
+    limiter: ConcurrencyLimiter, otel: Otel, *, by_keyword: bool = False
+) -> ConcurrencyLimitExceeded:
+    """Fill `limiter` (one slot, no queue) from another task, then have one more acquisition refused here (its
+    source passed positionally, or `by_keyword`)."""
     holding, done = anyio.Event(), anyio.Event()
     refused: list[ConcurrencyLimitExceeded] = []
 
@@ -571,7 +574,10 @@ async def refused_acquisition(limiter: ConcurrencyLimiter, otel: Otel) -> Concur
         tg.start_soon(hold)
         await holding.wait()
         with user_span(otel), pytest.raises(ConcurrencyLimitExceeded) as raised:
-            await limiter.acquire("model:refused")
+            if by_keyword:
+                await limiter.acquire(source="model:refused")
+            else:
+                await limiter.acquire("model:refused")
         refused.append(raised.value)
         done.set()
     [error] = refused
@@ -1070,20 +1076,6 @@ def test_a_usage_check_is_reported_however_its_usage_is_passed(otel: Otel, passe
 
 async def test_a_limiter_acquired_by_keyword_is_reported_with_its_source(otel: Otel) -> None:
     streamscope.instrument(**otel.providers)
-    limiter = ConcurrencyLimiter(max_running=1, max_queued=0)
-    holding, done = anyio.Event(), anyio.Event()
-
-    async def hold() -> None:
-        await limiter.acquire(source="model:held")
-        holding.set()
-        await done.wait()
-        limiter.release()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(hold)
-        await holding.wait()
-        with pytest.raises(ConcurrencyLimitExceeded):
-            await limiter.acquire(source="model:refused")
-        done.set()
+    await refused_acquisition(ConcurrencyLimiter(max_running=1, max_queued=0), otel, by_keyword=True)
     (log,) = [record.log_record for record in otel.logs()]
     assert dict(log.attributes or {})["streamscope.policy.limiter.source"] == "model:refused"
