@@ -10,12 +10,12 @@ import asyncio
 import dataclasses
 import logging
 import re
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -721,7 +721,8 @@ def test_an_unknown_model_is_looked_up_again_exactly_when_its_retry_is_due(
     monkeypatch: pytest.MonkeyPatch, pricings: list[str | None]
 ) -> None:
     now = 1_000.0
-    monkeypatch.setattr(time, "monotonic", lambda: now)
+    # the module's clock only: other threads (exporters, servers) keep the real one
+    monkeypatch.setattr(_cost, "time", SimpleNamespace(monotonic=lambda: now))
     unknown = dataclasses.replace(_priced_response(), model_name="no-such-model-anywhere")
     assert _cost.price_of_response(unknown) is None
     now += _cost.UNKNOWN_RETRY_S - 0.001  # not yet due: not looked up
