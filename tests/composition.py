@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Generator
@@ -508,15 +509,22 @@ def pairwise_cover(cells: list[Cell]) -> list[Cell]:
     `make mutation` runs the matrices this way (`--matrix=pairwise`): each mutant meets every mode beside every
     Pydantic AI setting, every model and every path, at a tenth of the cells.
     """
+    return list(_pairwise_cover(tuple(cells)))
 
-    def pairs(cell: Cell) -> set[tuple[int, str, int, str]]:
-        values = (cell.mode, cell.pydantic_ai, cell.model, cell.path)
-        return {(i, values[i], j, values[j]) for i in range(4) for j in range(i + 1, 4)}
 
-    uncovered = set().union(*(pairs(cell) for cell in cells))
+@functools.cache
+def _pairwise_cover(cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
+    # cached: each mutant's pytest run parametrizes the matrices again, in a fork of a process that already did
+    pairs_of = {cell: _value_pairs(cell) for cell in cells}
+    uncovered = set().union(*pairs_of.values())
     chosen: set[Cell] = set()
     while uncovered:
-        best = max(cells, key=lambda cell: len(pairs(cell) & uncovered))
+        best = max(cells, key=lambda cell: len(pairs_of[cell] & uncovered))
         chosen.add(best)
-        uncovered -= pairs(best)
-    return [cell for cell in cells if cell in chosen]
+        uncovered -= pairs_of[best]
+    return tuple(cell for cell in cells if cell in chosen)
+
+
+def _value_pairs(cell: Cell) -> frozenset[tuple[int, str, int, str]]:
+    values = (cell.mode, cell.pydantic_ai, cell.model, cell.path)
+    return frozenset((i, values[i], j, values[j]) for i in range(4) for j in range(i + 1, 4))

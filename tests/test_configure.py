@@ -23,6 +23,7 @@ import pytest
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from prometheus_client.exposition import ThreadingWSGIServer
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -394,6 +395,29 @@ def test_prometheus_port_in_use_fails_cleanly(configurations: list[streamscope.C
     assert not streamscope.StreamscopeInstrumentor().is_instrumented_by_opentelemetry
     # The failed attempt unregistered its collector: a new endpoint can register one again.
     configurations.append(prometheus_only(0, instrument=False))
+
+
+def test_an_endpoint_whose_serving_loop_failed_stops_without_waiting_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving loop can end on an error of its own; shutting down then does not wait for it (forever: a process
+    that would never exit)."""
+
+    loops: list[threading.Thread] = []
+    failures: list[BaseException | None] = []
+
+    def failing_loop(self: ThreadingWSGIServer, poll_interval: float = 0.5) -> None:
+        loops.append(threading.current_thread())
+        raise OSError("the listening socket failed")
+
+    monkeypatch.setattr(ThreadingWSGIServer, "serve_forever", failing_loop)
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    configuration = prometheus_only(0, instrument=False)
+    (loop,) = loops
+    loop.join(timeout=10)
+    assert [str(failure) for failure in failures] == ["the listening socket failed"]
+    stopping = threading.Thread(target=configuration.shutdown, daemon=True)
+    stopping.start()
+    stopping.join(timeout=10)  # a guard against hanging the suite, not a time limit: it returns at once or never
+    assert not stopping.is_alive()
 
 
 # --- instrumentation and globals ----------------------------------------------------------------------

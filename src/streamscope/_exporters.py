@@ -109,7 +109,9 @@ class PrometheusEndpoint:
     _thread: threading.Thread
 
     def stop(self) -> None:
-        self._server.shutdown()
+        # shutdown() waits for the serving loop to see it: forever if the loop has already ended on an error
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
