@@ -566,6 +566,25 @@ async def drain_or_raise(model: Model) -> None:
             pass
 
 
+async def denied_while_unreportable(
+    otel: Otel,
+    internal_errors: list[logging.LogRecord],
+    mode: str,
+    model: Model,
+    monkeypatch: pytest.MonkeyPatch,
+) -> RuntimeError:
+    """`model`'s stream, instrumented in `mode`, denied while no span can start (a span processor raising on start):
+    the denial reaches the caller, returned here, and streamscope says once that it could not report the stream."""
+    otel.tracer_provider.add_span_processor(RaisingProcessor(on_start=True))
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with instrumented_as(mode, model, **otel.providers) as instrumented_model, pytest.raises(RuntimeError) as denied:
+        await drain_or_raise(instrumented_model)
+    assert [record.getMessage() for record in internal_errors] == [
+        failed_while("reporting a stream that failed to open")
+    ]
+    return denied.value
+
+
 @pytest.mark.parametrize("composition", ["alone", "in a FallbackModel"])
 @pytest.mark.parametrize("mode", MODES)
 async def test_span_processor_raising_on_start_of_a_stream_that_fails_to_open(
@@ -580,19 +599,13 @@ async def test_span_processor_raising_on_start_of_a_stream_that_fails_to_open(
     that was denied (log record, counter, stdlib log; no span to put the event on), and streamscope says it could
     not report the failed stream. In a FallbackModel (each layer instrumented) the layer that failed to report
     still tells the layer above that the denial is recorded: it is not recorded twice."""
-    raising = RaisingProcessor(on_start=True)
-    otel.tracer_provider.add_span_processor(raising)
     model: Model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test-key"))
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
     if composition != "alone":
         if mode != "process-wide":
             model = streamscope.instrument(model, **otel.providers)
         model = FallbackModel(model)
-    with instrumented_as(mode, model, **otel.providers) as instrumented_model, pytest.raises(RuntimeError) as denied:
-        await drain_or_raise(instrumented_model)
-    assert "ALLOW_MODEL_REQUESTS" in str(denied.value)
-    failed = "streamscope failed while reporting a stream that failed to open; the stream is unaffected"
-    assert [record.getMessage() for record in internal_errors] == [failed]
+    denied = await denied_while_unreportable(otel, internal_errors, mode, model, monkeypatch)
+    assert "ALLOW_MODEL_REQUESTS" in str(denied)
     assert [str(e) for e in injected(internal_errors)] == ["on_start"]
     assert metric_total(otel, "streamscope.policy.violations") == 1
     (log,) = [r.log_record for r in otel.logs()]
@@ -626,13 +639,7 @@ class OpenerModel(make_model_class(WordStream)):  # type: ignore[misc]
 async def test_a_denial_no_models_frame_raised_is_still_about_the_model_when_its_stream_cannot_be_reported(
     otel: Otel, internal_errors: list[logging.LogRecord], mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    otel.tracer_provider.add_span_processor(RaisingProcessor(on_start=True))
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
-    with instrumented_as(mode, OpenerModel(), **otel.providers) as model, pytest.raises(RuntimeError):  # pyright: ignore[reportAbstractUsage]
-        await drain_or_raise(model)
-    assert [record.getMessage() for record in internal_errors] == [
-        failed_while("reporting a stream that failed to open")
-    ]
+    await denied_while_unreportable(otel, internal_errors, mode, OpenerModel(), monkeypatch)  # pyright: ignore[reportAbstractUsage]
     (log,) = [r.log_record for r in otel.logs()]
     assert (log.attributes or {})["streamscope.policy.model_class"] == "OpenerModel"
 
@@ -653,13 +660,7 @@ async def test_a_denial_recorded_by_a_request_inside_a_stream_that_cannot_be_rep
 ) -> None:
     """Process-wide, the inner request is a layer of its own: it records the denial and says so to the stream's
     layer, which (failing to report its stream) does not record it again."""
-    otel.tracer_provider.add_span_processor(RaisingProcessor(on_start=True))
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
-    with instrumented_as(mode, RequestingFirstModel(), **otel.providers) as model, pytest.raises(RuntimeError):  # pyright: ignore[reportAbstractUsage]
-        await drain_or_raise(model)
-    assert [record.getMessage() for record in internal_errors] == [
-        failed_while("reporting a stream that failed to open")
-    ]
+    await denied_while_unreportable(otel, internal_errors, mode, RequestingFirstModel(), monkeypatch)  # pyright: ignore[reportAbstractUsage]
     assert metric_total(otel, "streamscope.policy.violations") == 1
     assert [r.log_record.event_name for r in otel.logs()] == ["streamscope.policy.violation"]
 
