@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import wrapt
@@ -583,6 +584,48 @@ async def test_a_model_without_a_name_streams_under_the_bare_operation_name(otel
     span = otel.one_stream_span()
     assert span.name == "chat"
     assert "gen_ai.request.model" not in dict(span.attributes or {})
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "left_out"),
+    [
+        ("model_name", 7, {"gen_ai.request.model"}),
+        ("system", ("acme",), {"gen_ai.provider.name"}),
+        ("base_url", urlsplit("https://llm.acme.example:8443/v1"), {"server.address", "server.port"}),
+    ],
+    ids=["name", "system", "base_url"],
+)
+async def test_a_model_attribute_that_is_not_a_string_is_left_out(
+    otel: Otel,
+    instrument: Instrument,
+    internal_errors: list[logging.LogRecord],
+    attribute: str,
+    value: Any,
+    left_out: set[str],
+) -> None:
+    """Pydantic AI types a model's name, system and base URL as strings. A third party's model returning something
+    else (its base URL already parsed, say) streams as before, without that attribute: no
+    attribute of another type, no failure of streamscope's. (The model's profile is given, with its context window:
+    otherwise the newest Pydantic AI looks that up by these three and fails first.)"""
+    word_model = make_model_class(WordStream)
+    odd_model = type("OddModel", (word_model,), {attribute: property(lambda self: value)})
+    model = instrument(odd_model(profile={"context_window": 8_000}))
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    span = otel.one_stream_span()
+    described = {
+        "gen_ai.request.model": "words-1",
+        "gen_ai.provider.name": "acme",
+        "server.address": "llm.acme.example",
+        "server.port": 8443,
+    }
+    attributes = dict(span.attributes or {})
+    assert {key: attributes[key] for key in described if key in attributes} == {
+        key: described[key] for key in described.keys() - left_out
+    }
+    assert span.name == ("chat" if attribute == "model_name" else "chat words-1")
+    assert internal_errors == []
 
 
 class UsagelessProxy:
