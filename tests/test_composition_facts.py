@@ -26,7 +26,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from pydantic_ai import Agent
-from pydantic_ai.exceptions import ModelAPIError, UserError
+from pydantic_ai.exceptions import FallbackExceptionGroup, ModelAPIError, UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, ModelResponseStreamEvent, TextPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, override_allow_model_requests
 from pydantic_ai.models.fallback import FallbackModel
@@ -433,6 +433,54 @@ async def test_a_request_passed_on_by_keyword_is_counted_once_beside_pydantic_ai
     assert sorted((a["gen_ai.token.type"], p.count) for a, p in token_points) == [("input", 1), ("output", 1)]
 
 
+class ContextDroppingRouter(Model):
+    """A third party's model that streams from another model (not a `WrapperModel`: no chain to follow), opening
+    its stream without passing the run context on."""
+
+    def __init__(self, inner: Model) -> None:
+        super().__init__()
+        self.inner = inner
+
+    @property
+    def model_name(self) -> str:
+        return f"router:{self.inner.model_name}"
+
+    @property
+    def system(self) -> str:
+        return self.inner.system
+
+    async def request(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: Any = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        async with self.inner.request_stream(messages, model_settings, model_request_parameters) as stream:
+            yield stream
+
+
+async def test_a_layer_without_the_run_context_learns_from_the_layer_above_that_pydantic_ai_records_it(
+    otel: Otel,
+) -> None:
+    """`instrument(router(instrument(model)))` in an agent run Pydantic AI instruments, the router not passing the
+    run context on: the inner layer, which takes the request, cannot tell the run is instrumented; the outer one can
+    and tells it. The tokens are left to Pydantic AI: one token point per type."""
+    inner = streamscope.instrument(FunctionModel(stream_function=two_chunks, model_name="fn"), **otel.providers)
+    model = streamscope.instrument(ContextDroppingRouter(inner), **otel.providers)
+    agent = Agent(model)
+    agent.instrument = InstrumentationSettings(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    async with agent.run_stream(PROMPT) as result:
+        await result.get_output()
+    assert [attrs(span)["gen_ai.request.model"] for span in otel.stream_spans()] == ["fn"]
+    token_points = otel.metrics()["gen_ai.client.token.usage"]
+    assert sorted((a["gen_ai.token.type"], p.count) for a, p in token_points) == [("input", 1), ("output", 1)]
+
+
 async def stalls_after_one_chunk(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
     yield "one"
     await asyncio.sleep(5)
@@ -506,22 +554,82 @@ async def failing_stream(messages: list[ModelMessage], info: AgentInfo) -> Async
     raise ModelAPIError("bad", "boom")
 
 
-@pytest.mark.parametrize("second", ["instrumented", "plain"])
-async def test_fallback_of_instrumented_models_inside_an_instrumented_fallback(otel: Otel, second: str) -> None:
-    """`instrument(FallbackModel(instrument(a), b))`: the attempt a layer further in takes is its span; an attempt
-    none takes (a plain `b`) is the outer layer's, starting when the taken one failed. One span per attempt."""
-    bad = streamscope.instrument(FunctionModel(stream_function=failing_stream, model_name="bad"), **otel.providers)
-    good: Model = FunctionModel(stream_function=two_chunks, model_name="good")
-    if second == "instrumented":
-        good = streamscope.instrument(good, **otel.providers)
-    model = streamscope.instrument(FallbackModel(bad, good), **otel.providers)
+def explicitly(model: Model, otel: Otel) -> Model:
+    return streamscope.instrument(model, **otel.providers)
+
+
+def function_model(name: str, *, fails: bool = False) -> FunctionModel:
+    return FunctionModel(stream_function=failing_stream if fails else two_chunks, model_name=name)
+
+
+def attempts(otel: Otel) -> list[tuple[str, str]]:
+    """(request model, outcome) of each stream span, in the order the attempts started."""
+    spans = sorted(otel.stream_spans(), key=lambda span: span.start_time or 0)
+    ends = [span.end_time or 0 for span in spans]
+    assert all(end <= (later.start_time or 0) for end, later in zip(ends, spans[1:], strict=False))  # one after another
+    return [(attrs(span)["gen_ai.request.model"], attrs(span)["streamscope.stream.outcome"]) for span in spans]
+
+
+async def one_output_token_point(otel: Otel, model: Model) -> None:
     async with Agent(model).run_stream(PROMPT) as result:
         assert await result.get_output() == "one two"
-    failed, succeeded = sorted(otel.stream_spans(), key=lambda s: s.start_time or 0)
-    assert (attrs(failed)["gen_ai.request.model"], attrs(failed)["streamscope.stream.outcome"]) == ("bad", "error")
-    assert attrs(succeeded)["streamscope.stream.outcome"] == "complete"
-    assert attrs(succeeded)["gen_ai.response.model"] == "good"
-    assert (failed.end_time or 0) <= (succeeded.start_time or 0)  # the second attempt starts after the first failed
     metrics = otel.metrics()
     assert sum(p.count for a, p in metrics["gen_ai.client.token.usage"] if a["gen_ai.token.type"] == "output") == 1
     assert sum_value(metrics["streamscope.streams.active"]) == 0
+
+
+@pytest.mark.parametrize("second", ["instrumented", "plain"])
+@pytest.mark.parametrize("nesting", ["one FallbackModel", "inside another instrumented FallbackModel"])
+async def test_fallback_of_instrumented_models_inside_an_instrumented_fallback(
+    otel: Otel, second: str, nesting: str
+) -> None:
+    """`instrument(FallbackModel(instrument(a), b))`: the attempt a layer further in takes is its span; an attempt
+    none takes (a plain `b`) is the layer's own, starting when the taken one failed. One span per attempt, however
+    many instrumented FallbackModels wrap it."""
+    good: Model = function_model("good")
+    if second == "instrumented":
+        good = explicitly(good, otel)
+    model = explicitly(FallbackModel(explicitly(function_model("bad", fails=True), otel), good), otel)
+    if nesting != "one FallbackModel":
+        model = explicitly(FallbackModel(model), otel)
+    await one_output_token_point(otel, model)
+    # a plain `good` is instrumented by the layer around the FallbackModel that tried it: named after that one
+    assert attempts(otel) == [
+        ("bad", "error"),
+        ("good" if second == "instrumented" else "fallback:bad,good", "complete"),
+    ]
+    assert {attrs(span).get("gen_ai.response.model") for span in otel.stream_spans()} == {None, "good"}
+
+
+@pytest.mark.parametrize("then", ["instrumented", "plain"])
+async def test_a_fallback_after_an_instrumented_fallback_failed_in_full(otel: Otel, then: str) -> None:
+    """`instrument(FallbackModel(instrument(FallbackModel(instrument(a), instrument(b))), c))`, `a` and `b` failing:
+    a span for each of the three attempts. A plain `c` is the outer layer's, starting when `b`'s attempt failed."""
+    inner = FallbackModel(
+        explicitly(function_model("bad-1", fails=True), otel), explicitly(function_model("bad-2", fails=True), otel)
+    )
+    last: Model = function_model("good")
+    if then == "instrumented":
+        last = explicitly(last, otel)
+    outer = FallbackModel(explicitly(inner, otel), last, fallback_on=(ModelAPIError, FallbackExceptionGroup))
+    await one_output_token_point(otel, explicitly(outer, otel))
+    assert attempts(otel) == [
+        ("bad-1", "error"),
+        ("bad-2", "error"),
+        ("good" if then == "instrumented" else "fallback:fallback:bad-1,bad-2,good", "complete"),
+    ]
+
+
+async def test_pydantic_ai_recording_a_fallbacks_requests_is_known_to_the_layers_inside_it(otel: Otel) -> None:
+    """`instrument(InstrumentedModel(FallbackModel(instrument(a))))`: Pydantic AI records the token usage of the
+    request `a`'s layer instruments; that layer learns it from the one outside, and does not record it again."""
+    settings = pydantic_ai_settings(_as_telemetry(otel))
+    inner = FallbackModel(explicitly(function_model("fn"), otel))
+    model = explicitly(InstrumentedModel(inner, settings), otel)
+    async with model.request_stream(MESSAGES, None, ModelRequestParameters()) as stream:
+        async for _ in stream:
+            pass
+    assert attempts(otel) == [("fn", "complete")]
+    token_points = otel.metrics()["gen_ai.client.token.usage"]
+    for token_type in ("input", "output"):
+        assert sum(p.count for a, p in token_points if a["gen_ai.token.type"] == token_type) == 1

@@ -331,7 +331,34 @@ async def test_denials_of_a_fallbacks_instrumented_and_plain_models_are_each_rec
     assert metric_total(otel, VIOLATIONS) == 2
     assert len(violation_logs(otel)) == 2
     assert len(denials(policy_log.records)) == 2
-    print([(s.name, dict(s.attributes or {}).get("streamscope.stream.outcome")) for s in otel.stream_spans()])
+    # `a`'s attempt is its layer's span; `b`'s, which no layer took, failing last, has none
+    assert [(s.name, dict(s.attributes or {})["streamscope.stream.outcome"]) for s in otel.stream_spans()] == [
+        ("chat gpt-4o", "error")
+    ]
+
+
+@pytest.mark.parametrize("path", ["request_stream", "Agent.run_stream"])
+async def test_a_denial_through_nested_instrumented_fallbacks_is_recorded_once(
+    otel: Otel,
+    server: OpenAIStubServer,
+    policy_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """`instrument(FallbackModel(instrument(FallbackModel(instrument(a)))))`: `a`'s layer records the denial, on
+    the span of its attempt; each layer above it only passes it on."""
+    inner = FallbackModel(streamscope.instrument(openai_model(server), **otel.providers), fallback_on=(RuntimeError,))
+    model = streamscope.instrument(FallbackModel(streamscope.instrument(inner, **otel.providers)), **otel.providers)
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with pytest.raises(FallbackExceptionGroup) as raised:
+        await ASYNC_PATHS[path](model)
+    assert [raised_by_the_policy(member) for member in raised.value.exceptions] == [True]
+    assert metric_total(otel, VIOLATIONS) == 1
+    assert len(violation_logs(otel)) == 1
+    assert len(denials(policy_log.records)) == 1
+    (span,) = otel.stream_spans()
+    assert (span.name, dict(span.attributes or {})["streamscope.stream.outcome"]) == ("chat gpt-4o", "error")
+    assert [event.name for event in span.events] == ["streamscope.policy.violation", "exception"]
 
 
 WordModel: type[Any] = make_model_class(WordStream)

@@ -1,15 +1,19 @@
 """Who instruments a request: one claim per request, placed in context by the streamscope layer that opens it.
 
 streamscope can sit at several layers of one request: `instrument(model)` around a model (which may be a
-`FallbackModel` or another wrapper), the process-wide patch on every model class that answers requests itself,
-and the `StreamedResponse.__aiter__` safety net. Each of them checks the claim in context and sets its own:
+`FallbackModel` or another wrapper, itself inside another), the process-wide patch on every model class that
+answers requests itself, and the `StreamedResponse.__aiter__` safety net. Each of them checks the claim in context
+and places its own for the layers it calls:
 
-- No claim: the layer is the outermost. It places a *delegating* claim and opens the request. A streamscope
-  layer further in that sees the claim takes the attempt it makes (each attempt of a `FallbackModel` is one),
-  with the outermost layer's telemetry, and tells the claim so. If no layer took the request, the outermost
-  one instruments it itself.
-- A delegating claim: the layer owns the attempt it opens. It places an *owning* claim for the layers below.
-- An owning claim: a layer above owns this attempt; the layer passes it through untouched.
+- No claim: the layer is the outermost. Its claim carries its telemetry, where everything about the request goes.
+- A claim: a layer above is opening this request. The layer takes the attempt it makes from that layer (each
+  attempt of a `FallbackModel` is one) and tells its claim so; its own claim carries the outermost telemetry on.
+
+So the innermost streamscope layer of each attempt instruments it, and each layer above stands down for it: one
+span per attempt however the layers nest (a `FallbackModel` of instrumented `FallbackModel`s too). A layer whose
+claim was taken instruments an attempt itself only when no layer further in took it and it came after a taken
+one failed (a fallback's next, uninstrumented model): from when that one failed. If nothing took the request, the
+layer instruments it.
 
 Policy violations seen at request boundaries (a denial, a content-filter error, a filtered response) are
 recorded once each the same way: the boundary that records one says so on the claim of the layer above it,
@@ -30,14 +34,12 @@ class RequestClaim:
 
     telemetry: Telemetry
     """Where everything about this request is reported: the outermost layer's telemetry."""
-    owning: bool
-    """True: the layer that set the claim instruments this attempt, so the layers below stand down."""
     pydantic_ai_records: bool = False
     """Pydantic AI's own instrumentation records this request's token usage (a fact known above)."""
     taken: bool = False
-    """Delegating claims: a layer below took (an attempt of) the request."""
+    """A layer further in took (an attempt of) the request."""
     resumed_at: tuple[int, int] | None = None
-    """Delegating claims: (perf_counter_ns, time_ns) when the last taken attempt failed, so a later one starts."""
+    """(perf_counter_ns, time_ns) when the last taken attempt failed, so a later one starts."""
     recorded_violations: list[object] | None = None
     """Violations (exceptions, filtered responses) a boundary below this layer recorded (made when the first is)."""
 
@@ -71,17 +73,15 @@ def withdraw(token: Token[RequestClaim | None]) -> None:
     _current.reset(token)
 
 
-def delegating_claim(
+def claim_for(
     above: RequestClaim | None, telemetry: Telemetry, pydantic_ai_records: bool
 ) -> tuple[RequestClaim, Telemetry]:
-    """The claim a layer places before it opens a request, and the telemetry it reports with.
-
-    Under a delegating claim the layer owns its attempt (an owning claim, the outer layer's telemetry); with no
-    claim above it is the outermost layer and delegates to whatever streamscope layer is further in.
-    """
+    """The claim a layer places before it opens a request, and the telemetry it reports with: its own if it is
+    the outermost layer (no claim `above`); else the outermost layer's, and it takes the attempt from the layer
+    above."""
     if above is None:
-        return RequestClaim(telemetry, owning=False, pydantic_ai_records=pydantic_ai_records), telemetry
+        return RequestClaim(telemetry, pydantic_ai_records=pydantic_ai_records), telemetry
     above.taken = True
     above.resumed_at = None
     records = pydantic_ai_records or above.pydantic_ai_records
-    return RequestClaim(above.telemetry, owning=True, pydantic_ai_records=records), above.telemetry
+    return RequestClaim(above.telemetry, pydantic_ai_records=records), above.telemetry

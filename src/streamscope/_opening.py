@@ -15,7 +15,7 @@ from opentelemetry.context import Context
 
 from . import _names as n
 from . import _stream
-from ._claims import RequestClaim, current_claim, delegating_claim, place, withdraw
+from ._claims import RequestClaim, claim_for, current_claim, place, withdraw
 from ._policy import note_denials
 from ._recorder import StreamRecorder, finish_orphans, orphans_waiting, start_stream_span, task_is_cancelling
 from ._safety import report_internal_error
@@ -122,15 +122,12 @@ class InstrumentedRequestStream:
         if orphans_waiting():
             finish_orphans()
         above = current_claim()
-        if above is not None and above.owning:  # a layer above owns this attempt
-            self._inner = inner = self._open_stream()
-            return await inner.__aenter__()
         start = (time.perf_counter_ns(), time.time_ns())
         try:
             facts = self._pydantic_ai_inside or run_is_instrumented(self._run_context)
             parent = otel_context.get_current()
             deadline = request_deadline(self._model, self._model_settings)
-            claim, telemetry = delegating_claim(above, self._telemetry, facts)  # last: it tells the layer above
+            claim, telemetry = claim_for(above, self._telemetry, facts)  # last: it takes the attempt from above
         except Exception:
             report_internal_error("starting to instrument a stream")
             self._inner = inner = self._open_stream()
@@ -146,9 +143,9 @@ class InstrumentedRequestStream:
             raise
         withdraw(token)
 
-        if not claim.owning and claim.taken:
+        if claim.taken:
             if claim.resumed_at is None:
-                return stream  # the layer below that took the last attempt instruments it
+                return stream  # the layer further in that took the last attempt instruments it
             start = claim.resumed_at  # an attempt no layer below took, made after a taken one failed
         try:
             recorder = start_recorder(
@@ -173,8 +170,9 @@ class InstrumentedRequestStream:
         deadline: float,
     ) -> None:
         """Report a stream that failed to open (denied, HTTP error, timed out, cancelled while connecting)."""
-        if not claim.owning and claim.taken:
-            note_denials(error, telemetry, claim, above, self._model)  # recorded below: only passed on
+        if claim.taken:
+            note_denials(error, telemetry, claim, above, self._model)  # recorded further in: only passed on
+            _resume_after_failure(above)
             return
         try:
             recorder = start_recorder(
@@ -186,8 +184,7 @@ class InstrumentedRequestStream:
             return
         note_denials(error, telemetry, claim, above, self._model, recorder.span)
         recorder.finish_from_exception(error)
-        if above is not None:
-            above.resumed_at = (time.perf_counter_ns(), time.time_ns())
+        _resume_after_failure(above)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
@@ -202,6 +199,13 @@ class InstrumentedRequestStream:
                 recorder.finish(n.END_CONSUMER_CLOSED if recorder.iterated else n.END_NEVER_ITERATED)
         assert self._inner is not None
         return await self._inner.__aexit__(exc_type, exc, traceback)
+
+
+def _resume_after_failure(above: RequestClaim | None) -> None:
+    """Tell the layer above that the attempt taken from it failed: the next one, if no layer further in takes it,
+    is the layer above's to instrument, from now."""
+    if above is not None:
+        above.resumed_at = (time.perf_counter_ns(), time.time_ns())
 
 
 class _NoStream:

@@ -90,7 +90,7 @@ async def request_recording_violations(
     frame's `self` that is a model, and this frame is in every violation's traceback.
     """
     above = current_claim()
-    mine = RequestClaim(telemetry if above is None else above.telemetry, owning=False)
+    mine = RequestClaim(telemetry if above is None else above.telemetry)
     token = place(mine)
     try:
         result = await method(*args, **kwargs)
