@@ -681,6 +681,37 @@ def test_a_response_that_omitted_its_usage_is_not_priced_and_says_why(caplog: py
     ]
 
 
+@dataclass
+class TokenCountsOnly:
+    """A third party's usage type: token counts only, none of Pydantic AI's other fields (`unmeasured_requests`)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def test_a_usage_type_with_token_counts_only_is_priced_as_pydantic_ai_prices_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing says such a response omitted its usage: it is priced from its token counts where Pydantic AI prices
+    them (2.0: $0.0035), and where Pydantic AI's pricing needs a field the type lacks (newer releases), it is not
+    priced, saying what failed -- never "omitted its usage"."""
+    response = ModelResponse(
+        parts=[],
+        usage=TokenCountsOnly(input_tokens=1000, output_tokens=100),  # pyright: ignore[reportArgumentType]
+        model_name="gpt-4o",
+        provider_name="openai",
+    )
+    try:
+        pydantic_ais_price, failure = response.cost().total_price, None
+    except AttributeError as missing:
+        pydantic_ais_price, failure = None, f"pricing failed: AttributeError: {missing}"
+    caplog.set_level(logging.DEBUG, logger="streamscope")
+    assert _cost.price_of_response(response) == pydantic_ais_price
+    assert pydantic_ais_price in (None, Decimal("0.0035"))
+    said = "streamscope: no cost recorded for model 'gpt-4o' of provider 'openai' (None): "
+    assert [r.getMessage() for r in caplog.records] == ([] if failure is None else [said + failure])
+
+
 def test_a_pricing_failure_of_another_kind_is_not_priced_and_says_what_it_was(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
