@@ -644,6 +644,19 @@ async def test_a_denial_no_models_frame_raised_is_still_about_the_model_when_its
     assert (log.attributes or {})["streamscope.policy.model_class"] == "OpenerModel"
 
 
+async def test_a_denial_by_an_opener_set_on_the_model_object_is_about_the_model_when_its_stream_cannot_be_reported(
+    otel: Otel, internal_errors: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`request_stream` replaced on the model object (a test double, say), so that in no release does a frame of the
+    denial belong to a model (newer releases wrap a model class's own `request_stream` in a frame of the model's):
+    the violation is about the model `instrument()` wraps."""
+    model = make_model_class(WordStream)()  # pyright: ignore[reportAbstractUsage]
+    vars(model)["request_stream"] = lambda *args, **kwargs: CheckingOpener()  # pyright: ignore[reportUnknownLambdaType, reportIndexIssue]
+    await denied_while_unreportable(otel, internal_errors, "instrument(model)", model, monkeypatch)
+    (log,) = [r.log_record for r in otel.logs()]
+    assert (log.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
+
+
 class RequestingFirstModel(make_model_class(WordStream, checks_policy=True)):  # type: ignore[misc]
     """A model whose stream first makes a plain request of its own (say, to warm a cache)."""
 
