@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import wrapt
 from pydantic_ai import Agent, RunContext
+from pydantic_ai.embeddings import EmbeddingModel
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ModelResponseStreamEvent, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.function import FunctionModel
@@ -483,8 +484,9 @@ async def test_a_slots_dataclass_stream_made_while_instrumented_is_patched_once_
 
 
 async def test_a_slots_dataclass_model_made_while_instrumented_gets_each_method_back(otel: Otel) -> None:
-    """The second class `@dataclass(slots=True)` makes holds two wrapped methods: `uninstrument()` gives each
-    back the function the class statement defined."""
+    """The second class `@dataclass(slots=True)` makes holds three wrapped methods: `uninstrument()` gives each
+    back the function the class statement defined. (Newer releases' class hook on Model wraps `request_stream`
+    again, so that two request methods are needed for two wrappers carried over in every release.)"""
     base = make_model_class(WordStream)
     streamscope.instrument(**otel.providers)
 
@@ -493,14 +495,47 @@ async def test_a_slots_dataclass_model_made_while_instrumented_gets_each_method_
         async def request(self, *args: Any, **kwargs: Any) -> ModelResponse:
             return await base.request(self, *args, **kwargs)
 
+        async def count_tokens(self, *args: Any, **kwargs: Any) -> Any:
+            return await base.count_tokens(self, *args, **kwargs)
+
         def request_stream(self, *args: Any, **kwargs: Any) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
             return base.request_stream(self, *args, **kwargs)
 
-    defined = {name: SlotModel.__dict__[name].__wrapped__ for name in ("request", "request_stream")}
+    defined = {name: SlotModel.__dict__[name].__wrapped__ for name in ("request", "count_tokens", "request_stream")}
     assert not any(isinstance(method, wrapt.FunctionWrapper) for method in defined.values())
     streamscope.uninstrument()
     for name, method in defined.items():
         assert SlotModel.__dict__[name] is method, name  # (a wrapper would compare equal to it)
+
+
+async def test_a_slots_dataclass_embedding_model_made_while_instrumented_gets_each_method_back(otel: Otel) -> None:
+    """The same for an embedding model, whose request methods no release's class hook wraps again: the second class
+    holds streamscope's two wrappers, and `uninstrument()` gives each back the function the class defined."""
+    streamscope.instrument(**otel.providers)
+
+    @dataclass(slots=True)
+    class SlotEmbeddingModel(EmbeddingModel):
+        @property
+        def model_name(self) -> str:
+            return "embed-1"
+
+        @property
+        def system(self) -> str:
+            return "acme"
+
+        async def embed(self, *args: Any, **kwargs: Any) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
+            raise NotImplementedError
+
+        async def count_tokens(self, *args: Any, **kwargs: Any) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]
+            raise NotImplementedError
+
+    wrapped = {name: SlotEmbeddingModel.__dict__[name] for name in ("embed", "count_tokens")}
+    assert all(isinstance(method, wrapt.FunctionWrapper) for method in wrapped.values())
+    defined = {name: method.__wrapped__ for name, method in wrapped.items()}
+    assert not any(isinstance(method, wrapt.FunctionWrapper) for method in defined.values())  # wrapped once
+    streamscope.uninstrument()
+    for name, method in defined.items():
+        assert SlotEmbeddingModel.__dict__[name] is method, name
 
 
 class Registered:
