@@ -657,6 +657,38 @@ async def test_a_denial_by_an_opener_set_on_the_model_object_is_about_the_model_
     assert (log.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
 
 
+class RoutingModel(make_model_class(WordStream)):  # type: ignore[misc]
+    """A third party's router; its request_stream is set on each object (see the test below)."""
+
+
+async def test_a_denial_an_untaken_attempt_raised_in_no_models_frame_is_about_the_model_the_layer_wraps(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`instrument(router)`, the router's `request_stream` a plain function set on the object that tries an
+    instrumented model, then (denied too) a plain one whose denial no model's frame raises: the first denial is its
+    layer's; the second reaches the router's layer, which took no part in it, and is about the router."""
+    first = streamscope.instrument(make_model_class(WordStream, checks_policy=True)(), **otel.providers)  # pyright: ignore[reportAbstractUsage]
+
+    @asynccontextmanager
+    async def routing(*args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
+        try:
+            async with first.request_stream(*args, **kwargs) as stream:
+                yield stream
+        except RuntimeError:
+            async with CheckingOpener() as stream:
+                yield stream
+
+    router = RoutingModel()  # pyright: ignore[reportAbstractUsage]
+    vars(router)["request_stream"] = routing  # pyright: ignore[reportIndexIssue]
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with pytest.raises(RuntimeError):
+        await drain_or_raise(streamscope.instrument(router, **otel.providers))
+    assert [(r.log_record.attributes or {})["streamscope.policy.model_class"] for r in otel.logs()] == [
+        "make_model_class.<locals>.WordModel",
+        "RoutingModel",
+    ]
+
+
 class RequestingFirstModel(make_model_class(WordStream, checks_policy=True)):  # type: ignore[misc]
     """A model whose stream first makes a plain request of its own (say, to warm a cache)."""
 
