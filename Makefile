@@ -87,7 +87,7 @@ bench-app: install $(VENV_PHOENIX)/.installed
 # sets aside the mutants pyright finds wrong (the venv's pyright, hence PATH) and runs, per remaining mutant, the fast
 # server-free tests that reach the mutated function. The score and every survivor go to
 # benchmarks/results/mutation.md (equivalent ones are listed in benchmarks/mutation_equivalents.toml). mutmut puts
-# its mutants' directory on sys.path only if it exists when it starts. A run from scratch takes ~60 minutes on 2
+# its mutants' directory on sys.path only if it exists when it starts. A run from scratch takes ~42 minutes on 2
 # cores (benchmarks/README.md); results are cached in mutants/, so the next run checks only what changed. Mutants
 # listed as equivalent run no test; MUTATION_RUN_EQUIVALENTS=1 make mutation runs them (to check they still survive).
 # MUTANTS='streamscope._events.* streamscope._stream.*' (mutmut's name patterns) checks those mutants only.
