@@ -310,6 +310,24 @@ async def test_a_denial_behind_a_router_is_the_model_that_made_it(
     assert f":OpenAIChatModel.{path}:" in text
 
 
+async def denied_through_a_fallback(model: Model, path: str, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """`path` on `model` with every request denied, raising a FallbackExceptionGroup: which of its members the
+    policy check raised."""
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with pytest.raises(FallbackExceptionGroup) as raised:
+        await ASYNC_PATHS[path](model)
+    return [raised_by_the_policy(member) for member in raised.value.exceptions]
+
+
+def recorded_violations(otel: Otel, policy_log: pytest.LogCaptureFixture) -> tuple[int | float, int, int]:
+    """Violations recorded on each channel: (counter total, OTel log records, stdlib warnings)."""
+    return metric_total(otel, VIOLATIONS), len(violation_logs(otel)), len(denials(policy_log.records))
+
+
+def span_outcomes(otel: Otel) -> list[tuple[str, Any]]:
+    return [(s.name, dict(s.attributes or {})["streamscope.stream.outcome"]) for s in otel.stream_spans()]
+
+
 @pytest.mark.parametrize("path", ["request_stream", "Agent.run_stream"])
 async def test_denials_of_a_fallbacks_instrumented_and_plain_models_are_each_recorded_once(
     otel: Otel,
@@ -324,17 +342,10 @@ async def test_denials_of_a_fallbacks_instrumented_and_plain_models_are_each_rec
     first = streamscope.instrument(openai_model(server), **otel.providers)
     fallback = FallbackModel(first, openai_model(server), fallback_on=(RuntimeError,))  # on any denial, too
     model = streamscope.instrument(fallback, **otel.providers)
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
-    with pytest.raises(FallbackExceptionGroup) as raised:
-        await ASYNC_PATHS[path](model)
-    assert [raised_by_the_policy(member) for member in raised.value.exceptions] == [True, True]
-    assert metric_total(otel, VIOLATIONS) == 2
-    assert len(violation_logs(otel)) == 2
-    assert len(denials(policy_log.records)) == 2
+    assert await denied_through_a_fallback(model, path, monkeypatch) == [True, True]
+    assert recorded_violations(otel, policy_log) == (2, 2, 2)
     # `a`'s attempt is its layer's span; `b`'s, which no layer took, failing last, has none
-    assert [(s.name, dict(s.attributes or {})["streamscope.stream.outcome"]) for s in otel.stream_spans()] == [
-        ("chat gpt-4o", "error")
-    ]
+    assert span_outcomes(otel) == [("chat gpt-4o", "error")]
 
 
 @pytest.mark.parametrize("path", ["request_stream", "Agent.run_stream"])
@@ -349,16 +360,10 @@ async def test_a_denial_through_nested_instrumented_fallbacks_is_recorded_once(
     the span of its attempt; each layer above it only passes it on."""
     inner = FallbackModel(streamscope.instrument(openai_model(server), **otel.providers), fallback_on=(RuntimeError,))
     model = streamscope.instrument(FallbackModel(streamscope.instrument(inner, **otel.providers)), **otel.providers)
-    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
-    with pytest.raises(FallbackExceptionGroup) as raised:
-        await ASYNC_PATHS[path](model)
-    assert [raised_by_the_policy(member) for member in raised.value.exceptions] == [True]
-    assert metric_total(otel, VIOLATIONS) == 1
-    assert len(violation_logs(otel)) == 1
-    assert len(denials(policy_log.records)) == 1
-    (span,) = otel.stream_spans()
-    assert (span.name, dict(span.attributes or {})["streamscope.stream.outcome"]) == ("chat gpt-4o", "error")
-    assert [event.name for event in span.events] == ["streamscope.policy.violation", "exception"]
+    assert await denied_through_a_fallback(model, path, monkeypatch) == [True]
+    assert recorded_violations(otel, policy_log) == (1, 1, 1)
+    assert span_outcomes(otel) == [("chat gpt-4o", "error")]
+    assert [event.name for event in otel.one_stream_span().events] == ["streamscope.policy.violation", "exception"]
 
 
 WordModel: type[Any] = make_model_class(WordStream)
