@@ -657,6 +657,22 @@ async def test_a_denial_by_an_opener_set_on_the_model_object_is_about_the_model_
     assert (log.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
 
 
+async def test_a_denial_by_an_opener_set_on_the_model_object_is_about_the_model_on_its_span(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same opener, the stream's span starting as usual: the violation is about the model `instrument()` wraps,
+    on the span of the failed stream."""
+    model = make_model_class(WordStream)()  # pyright: ignore[reportAbstractUsage]
+    vars(model)["request_stream"] = lambda *args, **kwargs: CheckingOpener()  # pyright: ignore[reportUnknownLambdaType, reportIndexIssue]
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    with pytest.raises(RuntimeError):
+        await drain_or_raise(streamscope.instrument(model, **otel.providers))
+    (log,) = [r.log_record for r in otel.logs()]
+    assert (log.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
+    (violation,) = [e for e in otel.one_stream_span().events if e.name == "streamscope.policy.violation"]
+    assert (violation.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
+
+
 class RoutingModel(make_model_class(WordStream)):  # type: ignore[misc]
     """A third party's router; its request_stream is set on each object (see the test below)."""
 
