@@ -398,8 +398,8 @@ def test_prometheus_port_in_use_fails_cleanly(configurations: list[streamscope.C
 
 
 def test_an_endpoint_whose_serving_loop_failed_stops_without_waiting_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The serving loop can end on an error of its own; shutting down then does not wait for it (forever: a process
-    that would never exit)."""
+    """A serving thread whose loop failed as it began, never serving: shutting down does not ask that loop to stop
+    and wait for its answer (forever: the standard library's loop answers from the `finally` it never reached)."""
 
     loops: list[threading.Thread] = []
     failures: list[BaseException | None] = []

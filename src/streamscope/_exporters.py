@@ -109,7 +109,7 @@ class PrometheusEndpoint:
     _thread: threading.Thread
 
     def stop(self) -> None:
-        # shutdown() waits for the serving loop to see it: forever if the loop has already ended on an error
+        # shutdown() waits for the serving loop's answer: forever from a thread that ended without running the loop
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
