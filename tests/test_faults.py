@@ -644,17 +644,27 @@ async def test_a_denial_no_models_frame_raised_is_still_about_the_model_when_its
     assert (log.attributes or {})["streamscope.policy.model_class"] == "OpenerModel"
 
 
+WORD_MODEL_CLASS = "make_model_class.<locals>.WordModel"
+"""How a violation names the class of `make_model_class`'s models (its qualified name)."""
+
+
+def model_with_an_opener_on_the_object() -> Model:
+    """A model whose `request_stream`, replaced on the object (a test double, say), returns a `CheckingOpener`: in no
+    release is a frame of its denial a model's (newer releases wrap a model class's own `request_stream` in a frame
+    of the model's)."""
+    model = make_model_class(WordStream)()  # pyright: ignore[reportAbstractUsage]
+    vars(model)["request_stream"] = lambda *args, **kwargs: CheckingOpener()  # pyright: ignore[reportUnknownLambdaType, reportIndexIssue]
+    return model
+
+
 async def test_a_denial_by_an_opener_set_on_the_model_object_is_about_the_model_when_its_stream_cannot_be_reported(
     otel: Otel, internal_errors: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`request_stream` replaced on the model object (a test double, say), so that in no release does a frame of the
-    denial belong to a model (newer releases wrap a model class's own `request_stream` in a frame of the model's):
-    the violation is about the model `instrument()` wraps."""
-    model = make_model_class(WordStream)()  # pyright: ignore[reportAbstractUsage]
-    vars(model)["request_stream"] = lambda *args, **kwargs: CheckingOpener()  # pyright: ignore[reportUnknownLambdaType, reportIndexIssue]
+    """No frame of the denial is a model's: the violation is about the model `instrument()` wraps."""
+    model = model_with_an_opener_on_the_object()
     await denied_while_unreportable(otel, internal_errors, "instrument(model)", model, monkeypatch)
     (log,) = [r.log_record for r in otel.logs()]
-    assert (log.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
+    assert (log.attributes or {})["streamscope.policy.model_class"] == WORD_MODEL_CLASS
 
 
 async def test_a_denial_by_an_opener_set_on_the_model_object_is_about_the_model_on_its_span(
@@ -662,15 +672,13 @@ async def test_a_denial_by_an_opener_set_on_the_model_object_is_about_the_model_
 ) -> None:
     """The same opener, the stream's span starting as usual: the violation is about the model `instrument()` wraps,
     on the span of the failed stream."""
-    model = make_model_class(WordStream)()  # pyright: ignore[reportAbstractUsage]
-    vars(model)["request_stream"] = lambda *args, **kwargs: CheckingOpener()  # pyright: ignore[reportUnknownLambdaType, reportIndexIssue]
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
     with pytest.raises(RuntimeError):
-        await drain_or_raise(streamscope.instrument(model, **otel.providers))
+        await drain_or_raise(streamscope.instrument(model_with_an_opener_on_the_object(), **otel.providers))
     (log,) = [r.log_record for r in otel.logs()]
-    assert (log.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
+    assert (log.attributes or {})["streamscope.policy.model_class"] == WORD_MODEL_CLASS
     (violation,) = [e for e in otel.one_stream_span().events if e.name == "streamscope.policy.violation"]
-    assert (violation.attributes or {})["streamscope.policy.model_class"] == "make_model_class.<locals>.WordModel"
+    assert (violation.attributes or {})["streamscope.policy.model_class"] == WORD_MODEL_CLASS
 
 
 class RoutingModel(make_model_class(WordStream)):  # type: ignore[misc]
@@ -700,7 +708,7 @@ async def test_a_denial_an_untaken_attempt_raised_in_no_models_frame_is_about_th
     with pytest.raises(RuntimeError):
         await drain_or_raise(streamscope.instrument(router, **otel.providers))
     assert [(r.log_record.attributes or {})["streamscope.policy.model_class"] for r in otel.logs()] == [
-        "make_model_class.<locals>.WordModel",
+        WORD_MODEL_CLASS,
         "RoutingModel",
     ]
 

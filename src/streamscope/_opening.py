@@ -146,7 +146,7 @@ class InstrumentedRequestStream:
         if claim.taken:
             if claim.resumed_at is None:
                 return stream  # the layer further in that took the last attempt instruments it
-            start = claim.resumed_at  # an attempt no layer below took, made after a taken one failed
+            start = claim.resumed_at  # an attempt no layer further in took, made after a taken one failed
         try:
             recorder = start_recorder(
                 telemetry, self._model, stream, start, parent, claim.pydantic_ai_records, deadline
